@@ -1,0 +1,175 @@
+"""ISA-95 asset model of a plant, expanded from a compact YAML template.
+
+A plant of ~1,000 sensors is written as stations with sensor templates (``count: 6`` dryer zones,
+``per_line: true`` to repeat a station on every line) rather than 1,000 hand-written entries.
+:func:`load_plant` expands the template into :class:`schemas.contracts.AssetEntry` rows, the same
+rows that are published to the compacted ``plant.assets.v1`` topic and become the ``sensors``
+table. The ``sim`` block of a sensor template holds the digital twin's dynamics (noise, drift,
+faults); the asset model keeps it as an opaque mapping so only the simulator interprets it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.contracts import AssetEntry, SignalClass, Stage
+
+BUILTIN_PLANTS = ("reference", "legacy")
+
+
+class AssetModelError(ValueError):
+    """A plant file that cannot be loaded; the message says which file and which field."""
+
+
+class SensorTemplate(BaseModel):
+    """One kind of sensor on a station; ``count`` > 1 makes numbered copies (zones, rolls)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    parameter: str
+    unit: str
+    signal_class: SignalClass = Field(alias="class")
+    rate_hz: float = Field(gt=0)
+    count: int = Field(1, ge=1, le=1000)
+    target: float | None = None
+    lsl: float | None = None
+    usl: float | None = None
+    ctq: bool = False
+    energy_meter: bool = False
+    protocol: str = "opcua"
+    sim: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> SensorTemplate:
+        if self.lsl is not None and self.usl is not None and self.lsl >= self.usl:
+            raise ValueError(f"{self.parameter}: lsl {self.lsl} must be below usl {self.usl}")
+        return self
+
+
+class StationTemplate(BaseModel):
+    """A station (work unit) of one stage; repeated on every line unless ``per_line`` is false."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9_\-]+$")
+    area: str
+    stage: Stage
+    equipment: str
+    per_line: bool = True
+    sensors: list[SensorTemplate]
+
+
+class PlantTemplate(BaseModel):
+    """The plant file: identity, lines, production rates and stations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    plant: str = Field(pattern=r"^[a-z0-9_\-]+$")
+    enterprise: str
+    site: str = Field(pattern=r"^[a-z0-9_\-]+$")
+    era: Literal["modern", "legacy"]
+    lines: list[str] = Field(min_length=1)
+    cells_per_hour_per_line: float = Field(gt=0)
+    cell_capacity_ah: float = Field(gt=0)
+    cell_nominal_voltage_v: float = Field(gt=0)
+    sim: dict[str, Any] = Field(default_factory=dict)
+    stations: list[StationTemplate] = Field(min_length=1)
+
+
+class Plant:
+    """A loaded plant: its template and the expanded asset entries."""
+
+    def __init__(self, template: PlantTemplate, source: str):
+        self.template = template
+        self.source = source
+
+    @property
+    def name(self) -> str:
+        return self.template.plant
+
+    @cached_property
+    def sensors(self) -> list[AssetEntry]:
+        """Every sensor of the plant as an asset entry, in a stable order."""
+        return [entry for entry, _ in self.sensors_with_templates]
+
+    @cached_property
+    def sensors_with_templates(self) -> list[tuple[AssetEntry, SensorTemplate]]:
+        """Asset entries paired with the template they came from (the simulator needs ``sim``)."""
+        t = self.template
+        out: list[tuple[AssetEntry, SensorTemplate]] = []
+        for st in t.stations:
+            lines = t.lines if st.per_line else ["site"]
+            for line in lines:
+                station_id = f"{line}-{st.id}" if st.per_line else st.id
+                for sens in st.sensors:
+                    for i in range(sens.count):
+                        param = sens.parameter if sens.count == 1 else f"{sens.parameter}_{i + 1}"
+                        sensor_id = f"{t.site}.{station_id}.{param}"
+                        path = "/".join((t.enterprise, t.site, st.area, line, station_id, st.equipment, param))
+                        entry = AssetEntry(
+                            sensor_id=sensor_id,
+                            path=path,
+                            enterprise=t.enterprise,
+                            site=t.site,
+                            area=st.area,
+                            line=line,
+                            station=station_id,
+                            equipment=st.equipment,
+                            stage=st.stage,
+                            parameter=sens.parameter,
+                            unit=sens.unit,
+                            signal_class=sens.signal_class,
+                            nominal_rate_hz=sens.rate_hz,
+                            lsl=sens.lsl,
+                            usl=sens.usl,
+                            target=sens.target,
+                            ctq=sens.ctq,
+                            is_energy_meter=sens.energy_meter,
+                            protocol=sens.protocol,
+                        )
+                        out.append((entry, sens))
+        ids = [e.sensor_id for e, _ in out]
+        if len(ids) != len(set(ids)):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+            raise AssetModelError(f"{self.source}: duplicate sensor ids {dup}")
+        return out
+
+    @cached_property
+    def by_id(self) -> dict[str, AssetEntry]:
+        """Asset entry per sensor id."""
+        return {e.sensor_id: e for e in self.sensors}
+
+
+def plant_path(name_or_path: str) -> Path:
+    """Resolve ``reference``/``legacy`` to the shipped YAML, anything else to a file path."""
+    if name_or_path in BUILTIN_PLANTS:
+        return Path(str(resources.files("schemas") / "plants" / f"{name_or_path}.yaml"))
+    return Path(name_or_path)
+
+
+def load_plant(name_or_path: str) -> Plant:
+    """Load and expand a plant; errors name the file and the offending field, in one line."""
+    path = plant_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise AssetModelError(f"plant file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise AssetModelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise AssetModelError(f"{path}: expected a mapping at the top level")
+    try:
+        template = PlantTemplate.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise AssetModelError(f"{path}: {loc}: {err['msg']}") from None
+    plant = Plant(template, str(path))
+    _ = plant.sensors_with_templates  # expand now so duplicate ids fail at load time
+    return plant

@@ -1,0 +1,68 @@
+"""The v1 topic catalog: every topic gigapulse reads or writes, with its partitioning and retention.
+
+Applied idempotently by ``gigapulse topics apply`` (and by ``gigapulse broker start``). Partition
+counts are the unit of stream parallelism: one worker process per partition at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the catalog and why it is shaped the way it is."""
+
+    name: str
+    partitions: int
+    cleanup_policy: str
+    retention_ms: int
+    key: str
+    value: str
+    description: str
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configs for the admin API."""
+        cfg = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        cfg.update(self.extra_config)
+        return cfg
+
+
+READINGS = "plant.readings.v1"
+EVENTS = "plant.events.v1"
+ASSETS = "plant.assets.v1"
+DLQ = "plant.dlq.v1"
+FEATURES_SENSOR_1M = "features.sensor_1m.v1"
+FEATURES_SPC = "features.spc.v1"
+FEATURES_QUALITY = "features.quality.v1"
+FEATURES_ENERGY = "features.energy.v1"
+FEATURES_SENSOR_HEALTH = "features.sensor_health.v1"
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(READINGS, 6, "delete", 7 * DAY_MS, "gateway id (frames) or sensor id (single readings)",
+              "reading or reading_frame (JSON)",
+              "Sensor readings; the key keeps each sensor's samples in order within one partition.",
+              {"compression.type": "producer", "max.message.bytes": "2097152"}),
+    TopicSpec(EVENTS, 3, "delete", 30 * DAY_MS, "unit id", "production_event (JSON)",
+              "Production events; keyed by unit so one unit's history stays in order."),
+    TopicSpec(ASSETS, 1, "compact", -1, "sensor id", "asset_entry (JSON)",
+              "The asset model, compacted: the latest entry per sensor is the current truth.",
+              {"min.cleanable.dirty.ratio": "0.1"}),
+    TopicSpec(DLQ, 1, "delete", 30 * DAY_MS, "source topic", "dead_letter (JSON)",
+              "Refused messages with their original bytes, source position and reason."),
+    TopicSpec(FEATURES_SENSOR_1M, 3, "delete", 7 * DAY_MS, "sensor id", "sensor window features (JSON)",
+              "Per-sensor tumbling-window statistics."),
+    TopicSpec(FEATURES_SPC, 3, "delete", 7 * DAY_MS, "sensor id", "SPC features (JSON)",
+              "EWMA, CUSUM, Western Electric violations, Cpk/Ppk per critical-to-quality parameter."),
+    TopicSpec(FEATURES_QUALITY, 1, "delete", 30 * DAY_MS, "line/stage", "quality window (JSON)",
+              "Units in, good, scrapped by reason, yield and first-pass yield per line and stage."),
+    TopicSpec(FEATURES_ENERGY, 1, "delete", 30 * DAY_MS, "station id", "energy window (JSON)",
+              "kWh per station and line per window, kWh per good cell, kWh per kWh of capacity."),
+    TopicSpec(FEATURES_SENSOR_HEALTH, 1, "delete", 7 * DAY_MS, "sensor id", "sensor health (JSON)",
+              "Observed versus nominal rate, gaps, stuck sensors, late readings."),
+)
+
+TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
