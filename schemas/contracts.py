@@ -302,7 +302,7 @@ def _loads(payload: bytes, max_bytes: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        if _NON_FINITE_TOKEN.search(payload):
+        if _NON_FINITE_TOKEN.search(payload) or "infinity" in str(exc):
             raise ContractError(Reason.NON_FINITE, "NaN or Infinity is not a valid value") from None
         raise ContractError(Reason.NOT_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -398,17 +398,39 @@ def decode_reading_obj(obj: dict[str, Any]) -> Reading:
 
 
 def _int_array(raw: list, name: str, n: int) -> np.ndarray:
+    """A column of integers; numpy infers the dtype in C, so a float or string anywhere shows up
+    as a non-integer dtype without a Python loop over the readings."""
     if len(raw) != n:
         raise ContractError(Reason.FRAME_LENGTH_MISMATCH, f"'{name}' has {len(raw)} entries, 'idx' has {n}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     try:
-        arr = np.array(raw, dtype=np.int64)
+        arr = np.array(raw)
     except (TypeError, ValueError, OverflowError):
         raise ContractError(Reason.WRONG_TYPE, f"'{name}' must hold integers only") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ContractError(Reason.WRONG_TYPE, f"'{name}' must be a flat array of integers")
+    return arr.astype(np.int64, copy=False)
+
+
+def _float_array(raw: list, name: str, n: int) -> np.ndarray:
+    if len(raw) != n:
+        raise ContractError(Reason.FRAME_LENGTH_MISMATCH, f"'{name}' has {len(raw)} entries, 'idx' has {n}")
+    if n == 0:
+        return np.zeros(0, dtype=np.float64)
+    try:
+        arr = np.array(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise ContractError(Reason.WRONG_TYPE, f"'{name}' must hold numbers only") from None
     if arr.ndim != 1:
         raise ContractError(Reason.WRONG_TYPE, f"'{name}' must be a flat array")
-    if n and not all(type(x) is int for x in (raw[0], raw[-1])):
-        # np.array casts floats silently; a spot check at both ends plus the dtype check below.
-        raise ContractError(Reason.WRONG_TYPE, f"'{name}' must hold integers only")
+    if arr.dtype.kind == "O" and any(x is None for x in raw):
+        raise ContractError(Reason.NON_FINITE, f"'{name}' holds null (NaN is not allowed)")
+    if arr.dtype.kind not in "iuf":
+        raise ContractError(Reason.WRONG_TYPE, f"'{name}' must hold numbers only")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise ContractError(Reason.NON_FINITE, f"'{name}' holds NaN or Infinity")
     return arr
 
 
@@ -457,17 +479,7 @@ def decode_frame_obj(obj: dict[str, Any], max_readings: int = MAX_FRAME_READINGS
     if n and (idx.min() < 0 or idx.max() >= len(sensors)):
         raise ContractError(Reason.BAD_VALUE, "'idx' points outside 'sensors'")
     ts_ms = _int_array(_require(obj, "ts_ms", list), "ts_ms", n)
-    val_raw = _require(obj, "value", list)
-    if len(val_raw) != n:
-        raise ContractError(Reason.FRAME_LENGTH_MISMATCH, f"'value' has {len(val_raw)} entries, 'idx' has {n}")
-    try:
-        value = np.array(val_raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ContractError(Reason.WRONG_TYPE, "'value' must hold numbers only") from None
-    if value.ndim != 1:
-        raise ContractError(Reason.WRONG_TYPE, "'value' must be a flat array")
-    if n and not np.isfinite(value).all():
-        raise ContractError(Reason.NON_FINITE, "'value' holds NaN or Infinity")
+    value = _float_array(_require(obj, "value", list), "value", n)
     q_raw = _require(obj, "quality", list, optional=True)
     if q_raw is None:
         quality = np.zeros(n, dtype=np.int8)

@@ -1,0 +1,58 @@
+"""Apply the topic catalog of :mod:`schemas.topics` to a cluster, idempotently.
+
+Running it twice changes nothing; on a cluster where a topic exists with fewer partitions than the
+catalog asks for, partitions are added (never removed: Kafka cannot), and topic configs are set to
+the catalog's values, so a retention change in the catalog reaches the cluster on the next apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from schemas.topics import TOPICS, TopicSpec
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    """What apply did to one topic: created, partitions_added, configured or unchanged."""
+
+    topic: str
+    action: str
+    partitions: int
+
+
+def apply_topics(bootstrap: str, topics: tuple[TopicSpec, ...] = TOPICS, replication_factor: int = 1,
+                 timeout_ms: int = 30_000) -> list[TopicChange]:
+    """Create missing topics, grow partitions, and set configs; returns one change per topic."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gigapulse-topics",
+                             request_timeout_ms=timeout_ms)
+    try:
+        described = admin.describe_topics()
+        # kafka-python 3 names the key "name"; 2.x named it "topic".
+        existing = {(t.get("name") or t.get("topic")): len(t["partitions"]) for t in described}
+        changes: list[TopicChange] = []
+        missing = [t for t in topics if t.name not in existing]
+        if missing:
+            new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config()) for t in missing]
+            try:
+                admin.create_topics(new, timeout_ms=timeout_ms, wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass  # a concurrent apply won the race: the end state is the same
+            changes += [TopicChange(t.name, "created", t.partitions) for t in missing]
+        for t in topics:
+            if t.name not in existing:
+                continue
+            have = existing[t.name]
+            action = "configured"
+            if have < t.partitions:
+                admin.create_partitions({t.name: NewPartitions(total_count=t.partitions)})
+                action = "partitions_added"
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t.name, configs=t.config())])
+            changes.append(TopicChange(t.name, action, max(have, t.partitions)))
+        return changes
+    finally:
+        admin.close()

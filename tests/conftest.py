@@ -1,0 +1,67 @@
+"""Shared fixtures: one real Apache Kafka broker (KRaft) for the whole test session.
+
+The broker is the project's own (``infra.broker``): fetched from Maven Central into the cache on
+first use and started on free loopback ports in a temporary directory, so tests never touch a
+developer's broker on 9092 and leave no process behind.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+from infra import broker
+from infra.broker import BrokerSettings
+
+
+# Shared 2-core machines stall now and then: a per-example deadline would make property tests flaky.
+hypothesis_settings.register_profile("gigapulse", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("gigapulse")
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory) -> Iterator[BrokerSettings]:
+    """A running broker with the topic catalog applied; stopped at the end of the session."""
+    from ingestion.topics import apply_topics
+
+    settings = BrokerSettings(port=free_port(), controller_port=free_port(),
+                              data_dir=tmp_path_factory.mktemp("kafka"))
+    broker.start(settings)
+    try:
+        apply_topics(settings.bootstrap)
+        yield settings
+    finally:
+        broker.stop(settings)
+
+
+@pytest.fixture
+def bootstrap(kafka: BrokerSettings) -> str:
+    return kafka.bootstrap
+
+
+@pytest.fixture
+def unique_topic(kafka: BrokerSettings):
+    """Factory of fresh topic names (created with the given partitions), so tests don't share data."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+
+    def make(prefix: str = "test", partitions: int = 1) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:10]}"
+        admin.create_topics([NewTopic(name, partitions, 1)], wait_for_metadata=True)
+        return name
+
+    yield make
+    admin.close()
