@@ -12,14 +12,17 @@ import json
 import logging
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer._click import exceptions as click_exc  # typer vendors click; its errors live here
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer._click import exceptions as click_exc  # typer vendors click; its errors live here
+
+from orchestration.cli import jobs_app
 
 app = typer.Typer(
     name="gigapulse",
@@ -37,6 +40,7 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(bench_app, name="bench")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -182,6 +186,292 @@ def schemas_export(out_dir: Annotated[Path, typer.Option("--out", help="Director
         path = out_dir / f"{name}.v1.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         out.print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------- ingestion
+
+class Format(StrEnum):
+    frames = "frames"
+    json = "json"
+
+
+def _progress():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False, disable=not console.is_terminal and
+                    not os.environ.get("GIGAPULSE_PROGRESS"))
+
+
+def _parse(fn, text: str, what: str):
+    try:
+        return fn(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=what) from None
+
+
+def _start_time(text: str | None):
+    from datetime import UTC, datetime
+
+    if text is None or text == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not ISO 8601 (e.g. 2026-01-05T06:00:00Z) or 'now'",
+                                 param_hint="--start") from None
+    if ts.tzinfo is None:
+        raise typer.BadParameter("give the start with a UTC offset, e.g. 2026-01-05T06:00:00Z", param_hint="--start")
+    return ts.astimezone(UTC)
+
+
+@app.command()
+def simulate(
+    plant: Annotated[str, typer.Option(help="reference, legacy, or a plant YAML file.")] = "reference",
+    duration: Annotated[str, typer.Option(help="Simulated duration: 90s, 10m, 1h, 2d.")] = "10m",
+    speed: Annotated[str, typer.Option(help="max (as fast as possible), realtime, or a factor such as 60.")] = "max",
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO 8601 with offset) or 'now' "
+                                                   "(default: now, whole seconds).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="frames (fast path) or json (one message per "
+                                                         "reading).")] = Format.frames,
+    inject_faults: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability per tick of sending a "
+                                                 "malformed reading (exercises the dead-letter path).")] = 0.0,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
+    bootstrap: BootstrapOpt = None,
+):
+    """Run the digital twin of a battery plant and stream it into Kafka.
+
+    Readings go to plant.readings.v1 (frames keyed by gateway), production events to plant.events.v1,
+    the asset model to plant.assets.v1, and anything refused at the edge to plant.dlq.v1 with its reason.
+    """
+    from ingestion.pipeline import parse_duration, parse_speed
+
+    seconds = _parse(parse_duration, duration, "--duration")
+    pace = _parse(parse_speed, speed, "--speed")
+    t0 = _start_time(start)
+    summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap))
+    _print_summary(summary.to_dict())
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+
+
+def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: int, start, fmt: str,
+                   fault_rate: float, bootstrap: str):
+    """Simulate → validate → produce, with a progress bar; returns the IngestSummary."""
+    import time
+
+    from ingestion.pipeline import IngestRun, IngestSummary, paced
+    from ingestion.producer import PlantProducer
+    from ingestion.settings import ProducerSettings
+    from ingestion.simulator import PlantSimulator
+    from schemas.asset_model import load_plant
+
+    plant = load_plant(plant_name)
+    settings = ProducerSettings()
+    producer = PlantProducer(bootstrap, settings, client_id=f"gigapulse-sim-{plant.name}")
+    run = IngestRun(plant, producer, seed, start, fmt, settings.frame_max_readings, fault_rate)
+    sim = PlantSimulator(plant, seed=seed, start=start)
+    summary = IngestSummary(plant=plant.name, seed=seed, simulated_s=seconds)
+    wall0 = time.monotonic()
+    try:
+        summary.assets = run.publish_assets()
+        with _progress() as bar:
+            task = bar.add_task(f"simulating {plant.name}", total=int(seconds), info="")
+            for tick in paced(sim.run(seconds), start, speed):
+                run.emit_frames(tick.frames, tick.sim_time)
+                run.emit_events(tick.events, tick.sim_time)
+                run.maybe_inject_fault(tick.sim_time)
+                elapsed = (tick.sim_time - start).total_seconds()
+                bar.update(task, completed=min(int(elapsed), int(seconds)),
+                           info=f"{producer.stats.readings:,} readings")
+            bar.update(task, completed=int(seconds))
+    finally:
+        stats = producer.close()
+    summary.wall_s = time.monotonic() - wall0
+    summary.readings = stats.readings
+    summary.frames = stats.frames
+    summary.single_readings = stats.readings if fmt == "json" else 0
+    summary.events = stats.events
+    summary.dead_letters = stats.dead_letters
+    summary.dead_letters_by_reason = dict(run.dlq)
+    summary.failed_sends = stats.failed
+    summary.plant_summary = sim.summary.to_dict()
+    return summary
+
+
+def _print_summary(d: dict, title: str = "summary") -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{kk}={_fmt(vv)}" for kk, vv in v.items()) or "-"
+        table.add_row(k, _fmt(v))
+    out.print(table)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="A .csv or .parquet file of readings or production events.")],
+    plant: Annotated[str | None, typer.Option(help="Check sensors and units against this plant's asset "
+                                                   "model (reference, legacy or a YAML file).")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="Rename a column: contract_field=column "
+                                                      "(repeatable), e.g. --map ts=timestamp.")] = None,
+    speed: Annotated[str, typer.Option(help="max, realtime, or a factor relative to the file's own pace.")] = "max",
+    fmt: Annotated[Format, typer.Option("--format", help="frames or json.")] = Format.frames,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the replay summary as JSON here.")] = None,
+    bootstrap: BootstrapOpt = None,
+):
+    """Stream readings or production events from a CSV or Parquet file into the same topics.
+
+    Columns: sensor_id, ts, value[, quality, unit] for readings; the production-event fields for
+    events (parent_ids as a '|'-separated string in CSV). Bad rows go to plant.dlq.v1 with a reason.
+    """
+    from ingestion.pipeline import parse_speed
+    from ingestion.producer import PlantProducer
+    from ingestion.replay import Replayer, ReplayError, parse_mapping
+    from ingestion.settings import ProducerSettings
+    from schemas.asset_model import load_plant
+
+    pace = _parse(parse_speed, speed, "--speed")
+    try:
+        cols = parse_mapping(mapping or [])
+    except ReplayError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--map") from None
+    if not path.exists():
+        raise UserError(f"file not found: {path}")
+    sensors = load_plant(plant).by_id if plant else None
+    settings = ProducerSettings()
+    producer = PlantProducer(_bootstrap(bootstrap), settings, client_id="gigapulse-replay")
+    rep = Replayer(producer, sensors, fmt.value, settings.frame_max_readings, pace)
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"replaying {path.name}", total=None, info="")
+            summary = rep.run(path, cols, progress=lambda n: bar.advance(task, n))
+    except ReplayError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        producer.close()
+    _print_summary(summary.to_dict(), "replay")
+    if summary_json:
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- stream and warehouse
+
+@app.command()
+def stream(
+    drain: Annotated[bool, typer.Option(help="Process everything currently in the topics, flush, and exit.")]
+    = False,
+    plant: Annotated[str | None, typer.Option(help="Also load this asset model (reference, legacy or a YAML "
+                                                   "file) besides the plant.assets.v1 topic.")] = None,
+    bootstrap: BootstrapOpt = None,
+    loglevel: Annotated[str, typer.Option(help="Faust log level: crit, error, warn, info, debug.")] = "warn",
+):
+    """Run a stream worker (Faust): validate, enrich, compute features, land everything in the lake.
+
+    Start several to scale out: they share the partitions through the consumer group. Settings:
+    GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, lateness_ms,
+    flush_seconds, flush_rows, group_id, publish_features).
+    """
+    from schemas.asset_model import load_plant
+    from transforms.app import create_app, load_assets, run_worker
+    from transforms.settings import DataSettings, StreamSettings
+    from transforms.warehouse import write_sensors
+
+    if loglevel not in ("crit", "error", "warn", "info", "debug"):
+        raise typer.BadParameter("use crit, error, warn, info or debug", param_hint="--loglevel")
+    data = DataSettings()
+    settings = StreamSettings()
+    servers = _bootstrap(bootstrap)
+    assets = load_assets(servers)
+    if plant:
+        assets.update({e.sensor_id: e for e in load_plant(plant).sensors})
+    if assets:
+        write_sensors(data.lake_root, sorted(assets.values(), key=lambda e: e.sensor_id))
+    log.info("stream worker: %d sensors in the asset model, lake at %s", len(assets), data.lake_root)
+    faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain)
+    t0 = __import__("time").monotonic()
+    run_worker(faust_app, loglevel=loglevel)
+    st = faust_app.gigapulse_stats
+    wall = __import__("time").monotonic() - t0
+    out.print(f"stream worker done: {st.messages:,} messages, {st.checkpoints:,} checkpoints in {wall:.1f}s; "
+              + ", ".join(f"{k}={v:,}" for k, v in sorted(st.rows.items())))
+
+
+class SqlFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SELECT statement over the warehouse views.")],
+    fmt: Annotated[SqlFormat, typer.Option("--format", help="table, csv or json.")] = SqlFormat.table,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Bound parameter for each ? in the "
+                                                    "query, in order (repeatable).")] = None,
+):
+    """Answer a read-only SQL query from the DuckDB warehouse (see docs/tables.md)."""
+    import csv as csv_mod
+
+    import duckdb
+
+    from transforms.settings import DataSettings
+    from transforms.warehouse import ReadOnlyQueryError, build_catalog
+    from transforms.warehouse import query as run_query
+
+    data = DataSettings()
+    # Views over tables that had no files when the catalog was built are empty placeholders;
+    # rebuilding is cheap (views only) and is the one write this command makes.
+    build_catalog(data.lake_root, data.db_path)
+    try:
+        columns, rows = run_query(data.db_path, query, list(param) if param else None)
+    except ReadOnlyQueryError as exc:
+        raise UserError(str(exc)) from None
+    except duckdb.Error as exc:
+        raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if fmt is SqlFormat.json:
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
+    elif fmt is SqlFormat.csv:
+        writer = csv_mod.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns)
+        for r in rows:
+            table.add_row(*(_fmt(v) if v is not None else "" for v in r))
+        out.print(table)
+
+
+@app.command()
+def warehouse(
+):
+    """(Re)build the DuckDB catalog: views over every lake table (the only writer of the file)."""
+    from transforms.settings import DataSettings
+    from transforms.warehouse import build_catalog
+
+    data = DataSettings()
+    views = build_catalog(data.lake_root, data.db_path)
+    for name, kind in views.items():
+        out.print(f"{name:24s} {kind}")
+    out.print(f"catalog: {data.db_path}")
 
 
 # --------------------------------------------------------------------------- entry point

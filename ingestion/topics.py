@@ -7,6 +7,7 @@ the catalog's values, so a retention change in the catalog reaches the cluster o
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -38,10 +39,9 @@ def apply_topics(bootstrap: str, topics: tuple[TopicSpec, ...] = TOPICS, replica
         missing = [t for t in topics if t.name not in existing]
         if missing:
             new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config()) for t in missing]
-            try:
+            # A concurrent apply may win the race; the end state is the same.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, timeout_ms=timeout_ms, wait_for_metadata=True)
-            except TopicAlreadyExistsError:
-                pass  # a concurrent apply won the race: the end state is the same
             changes += [TopicChange(t.name, "created", t.partitions) for t in missing]
         for t in topics:
             if t.name not in existing:

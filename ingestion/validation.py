@@ -66,6 +66,9 @@ class EdgeValidator:
         if unknown:
             raise ContractError(Reason.UNKNOWN_SENSOR,
                                 f"{len(unknown)} sensor(s) not in the asset model, e.g. {unknown[0]!r}")
+        if len(frame) and not np.isfinite(frame.value).all():
+            raise ContractError(Reason.NON_FINITE, f"{int((~np.isfinite(frame.value)).sum())} value(s) are NaN "
+                                "or infinite")
         if len(frame):
             lo, hi = self._window_ms(now or datetime.now(UTC))
             bad = (frame.ts_ms < lo) | (frame.ts_ms > hi)

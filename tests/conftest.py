@@ -17,7 +17,6 @@ from hypothesis import settings as hypothesis_settings
 from infra import broker
 from infra.broker import BrokerSettings
 
-
 # Shared 2-core machines stall now and then: a per-example deadline would make property tests flaky.
 hypothesis_settings.register_profile("gigapulse", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("gigapulse")

@@ -1,0 +1,98 @@
+"""``gigapulse jobs``: the batch side's front door, a thin launcher around Dagster's own servers.
+
+``webserver`` and ``daemon`` replace the gigapulse process with ``dagster-webserver`` or
+``dagster-daemon`` (``os.execvp``), so signals from docker-compose or a terminal reach Dagster
+directly and no wrapper process sits in between. Dagster is imported only by ``list``: the other
+gigapulse commands should not pay for importing it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+DEFINITIONS_MODULE = "orchestration.definitions"
+#: Where local runs keep Dagster's default (SQLite) storage when DAGSTER_HOME is unset.
+DEFAULT_DAGSTER_HOME = Path("var/dagster")
+
+jobs_app = typer.Typer(help="Batch jobs: Dagster's webserver, its daemon, and what they load.",
+                       no_args_is_help=True)
+out = Console(soft_wrap=True)
+
+
+def ensure_dagster_home() -> Path:
+    """Make DAGSTER_HOME an existing absolute directory, defaulting to ``var/dagster``.
+
+    Dagster refuses a relative or missing DAGSTER_HOME, and without one it keeps nothing between
+    runs, so a laptop gets a persistent home under ``var/`` with no setup.
+    """
+    raw = os.environ.get("DAGSTER_HOME")
+    home = (Path(raw) if raw else DEFAULT_DAGSTER_HOME).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    if not raw:
+        # An empty instance file means "default local storage" and stops Dagster warning that it is missing.
+        (home / "dagster.yaml").touch(exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _executable(name: str) -> str:
+    """The console script installed beside this interpreter, so an unactivated venv still finds it."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found beside {sys.executable} or on PATH; "
+                                "reinstall gigapulse (it depends on dagster-webserver)")
+    return found
+
+
+def _exec(argv: list[str]) -> None:
+    ensure_dagster_home()
+    argv = [_executable(argv[0]), *argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+@jobs_app.command("webserver")
+def jobs_webserver(
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the Dagster UI.")] = 3000,
+) -> None:
+    """Serve Dagster's UI and GraphQL API for the gigapulse definitions."""
+    _exec(["dagster-webserver", "-m", DEFINITIONS_MODULE, "-h", host, "-p", str(port)])
+
+
+@jobs_app.command("daemon")
+def jobs_daemon() -> None:
+    """Run Dagster's daemon: schedules, sensors and the run queue only advance while it runs."""
+    _exec(["dagster-daemon", "run", "-m", DEFINITIONS_MODULE])
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Print the assets, jobs and schedules the definitions hold (loads them, so it doubles as a check)."""
+    from orchestration.definitions import defs
+
+    out.print("assets:")
+    for spec in sorted(defs.resolve_all_asset_specs(), key=lambda s: s.key.to_user_string()):
+        summary = (spec.description or "").strip().splitlines()[0] if spec.description else ""
+        out.print(f"  {spec.key.to_user_string():36s} group={spec.group_name}  {summary}")
+    out.print("jobs:")
+    # Dagster adds an implicit job over all assets; its name starts with "__" and nobody launches it.
+    for job in sorted(defs.resolve_all_job_defs(), key=lambda j: j.name):
+        if not job.name.startswith("__"):
+            out.print(f"  {job.name:36s} {job.description or ''}")
+    out.print("schedules:")
+    for schedule in sorted(defs.schedules or [], key=lambda s: s.name):
+        status = schedule.default_status.value.lower()
+        out.print(f"  {schedule.name:36s} {schedule.cron_schedule} {schedule.execution_timezone or 'UTC'}  "
+                  f"job={schedule.job_name}  default={status}")

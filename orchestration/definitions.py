@@ -1,0 +1,94 @@
+"""The Dagster code location of gigapulse: what ``gigapulse jobs webserver`` and ``jobs daemon`` load.
+
+For now it holds one asset, the DuckDB catalog over the Parquet lake, because stream workers write only
+Parquet (a DuckDB file has one writer) and something has to own that single writer. The batch jobs of
+the platform (rollups, audits, readiness, material loss, data quality) join it here as they land.
+"""
+
+# No ``from __future__ import annotations``: Dagster inspects the asset's parameter annotations
+# (context, resources) as real types when the decorator runs.
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+#: Run tag the compose instance limits to one run at a time (infra/dagster/dagster.yaml).
+DUCKDB_WRITER_TAG = "gigapulse/duckdb_writer"
+
+
+@dataclass(frozen=True)
+class WarehousePaths:
+    """Where the Parquet lake lives and which DuckDB file catalogs it."""
+
+    lake_root: Path
+    db_path: Path
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The lake and the DuckDB file, shared by every asset that reads or catalogs the warehouse.
+
+    Unset paths follow ``GIGAPULSE_DATA_DIR`` (``/data`` in docker-compose), the directory the stream
+    workers write to, and fall back to ``var/`` for a laptop. The variable is read when a run asks for
+    the paths, not when the definitions are imported, so one code location serves both.
+    """
+
+    lake_root: str | None = None
+    db_path: str | None = None
+
+    def paths(self) -> WarehousePaths:
+        """The resolved paths for this run."""
+        data_dir = Path(os.environ.get("GIGAPULSE_DATA_DIR") or "var")
+        return WarehousePaths(
+            lake_root=Path(self.lake_root) if self.lake_root else data_dir / "lake",
+            db_path=Path(self.db_path) if self.db_path else data_dir / "gigapulse.duckdb",
+        )
+
+
+@dg.asset(group_name="warehouse", kinds={"duckdb", "parquet"})
+def warehouse_catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The DuckDB catalog over the Parquet lake, so analysts query tables instead of files.
+
+    Stream workers only add Parquet files (DuckDB allows one writer per file), so the catalog is rebuilt
+    here, by the one process that writes the DuckDB file, to pick up the partitions written since the
+    last build. Rebuilding is idempotent: the catalog is recreated over whatever the lake holds.
+    """
+    # Imported here so the code location loads even where the warehouse code cannot import.
+    from transforms.warehouse import build_catalog
+
+    paths = warehouse.paths()
+    context.log.info(f"building the DuckDB catalog {paths.db_path} over {paths.lake_root}")
+    views = build_catalog(paths.lake_root, paths.db_path)
+    # view -> 'parquet' (reads files), 'empty' (no file yet) or 'derived'
+    return dg.MaterializeResult(
+        metadata={
+            "lake_root": dg.MetadataValue.path(str(paths.lake_root)),
+            "db_path": dg.MetadataValue.path(str(paths.db_path)),
+            "views": dg.MetadataValue.json(dict(views)),
+            "views_without_data": sum(kind == "empty" for kind in views.values()),
+        }
+    )
+
+
+warehouse_catalog_job = dg.define_asset_job(
+    "warehouse_catalog_job",
+    selection=[warehouse_catalog],
+    description="Rebuild the DuckDB catalog over the lake.",
+    tags={DUCKDB_WRITER_TAG: "true"},
+)
+
+# Stopped by default: a fresh stack has an empty lake, and an operator turns the cadence on in the UI.
+warehouse_catalog_every_15_minutes = dg.ScheduleDefinition(
+    name="warehouse_catalog_every_15_minutes",
+    job=warehouse_catalog_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+defs = dg.Definitions(
+    assets=[warehouse_catalog],
+    jobs=[warehouse_catalog_job],
+    schedules=[warehouse_catalog_every_15_minutes],
+    resources={"warehouse": WarehouseResource()},
+)

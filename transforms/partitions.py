@@ -1,0 +1,510 @@
+"""Per-partition stream processing with exactly-once checkpoints into the lake.
+
+One :class:`ReadingsPartition` (or :class:`EventsPartition`) exists per assigned source partition.
+It decodes and validates messages (bad ones become dead-letter rows), enriches readings from the
+asset model, feeds the pure feature classes of :mod:`transforms.features`, and buffers lake rows.
+
+A *checkpoint* makes everything since the previous one durable, in this order:
+
+1. the lake files of every table, named by the source offset range they cover (atomic renames);
+2. the partition's state: the next offset to read and the feature state (open windows, SPC
+   charts), pickled to ``<lake>/_checkpoints/<topic>/<partition>.pkl`` with an atomic rename.
+
+Step 2 is the commit point. On (re)assignment a partition loads its state and deletes lake files
+that start at or after the checkpointed offset: those were written by a checkpoint that crashed
+before its commit point. Messages below the checkpointed offset are skipped, so Kafka's own offset
+commits (made only after a checkpoint) are an optimisation and never the source of truth. A crash
+at any moment therefore repeats work but never loses or duplicates a row, and because the feature
+state is restored with the offset, features resume exactly where they stopped.
+
+No Faust or Kafka import here: the Faust app (:mod:`transforms.app`) only wires messages in and
+acknowledgements out, so all of this is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from schemas import tables as T
+from schemas.contracts import (
+    AssetEntry,
+    ContractError,
+    DecodedFrame,
+    ProductionEvent,
+    Reading,
+    Reason,
+    decode_event,
+    decode_reading_message,
+)
+from transforms import features as F
+from transforms.lake import LakeWriter, fsync_dir, parse_file_name
+from transforms.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "_checkpoints"
+_MS_TS = pa.timestamp("ms", tz="UTC")
+_QUALITY_CODE = {"good": 0, "uncertain": 1, "bad": 2}
+
+
+def checkpoint_path(lake_root: Path, topic: str, partition: int) -> Path:
+    """Where the commit point of one source partition lives."""
+    return lake_root / CHECKPOINT_DIR / topic / f"{partition}.pkl"
+
+
+def committed_next_offset(lake_root: Path, topic: str, partition: int) -> int:
+    """The next offset to process for a partition according to its checkpoint (0 if none)."""
+    path = checkpoint_path(lake_root, topic, partition)
+    try:
+        with open(path, "rb") as fh:
+            return int(pickle.load(fh)["next_offset"])
+    except FileNotFoundError:
+        return 0
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def drop_uncommitted(lake_root: Path, topic: str, partition: int, next_offset: int) -> int:
+    """Delete lake files of (topic, partition) that start at or after ``next_offset``.
+
+    They come from a checkpoint that crashed between its file renames and its commit point.
+    """
+    removed = 0
+    for table in T.TABLES:
+        tdir = lake_root / table
+        if not tdir.is_dir():
+            continue
+        for path in tdir.rglob(f"{topic}+{partition}+*.parquet"):
+            rng = parse_file_name(path.name)
+            if rng and rng.topic == topic and rng.partition == partition and rng.first_offset >= next_offset:
+                path.unlink()
+                removed += 1
+        for tmp in tdir.rglob(f".{topic}+{partition}+*.tmp"):
+            tmp.unlink(missing_ok=True)
+    if removed:
+        log.warning("%s[%d]: removed %d uncommitted lake file(s) at or after offset %d",
+                    topic, partition, removed, next_offset)
+    return removed
+
+
+def _dead_row(err: ContractError, topic: str, partition: int, offset: int, payload: bytes) -> dict[str, Any]:
+    return {"reason": err.reason.value, "detail": err.detail[:1000], "stage": "stream", "source_topic": topic,
+            "source_partition": partition, "source_offset": offset,
+            "ts": datetime.now(UTC).replace(microsecond=0), "payload": payload}
+
+
+@dataclass
+class CheckpointResult:
+    """What one checkpoint made durable."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: dict[str, int] = field(default_factory=dict)
+    features: dict[str, pa.Table] = field(default_factory=dict)
+
+
+class _Partition:
+    """Shared checkpoint mechanics of one source partition."""
+
+    TABLES: tuple[T.TableSpec, ...] = ()
+
+    def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings):
+        self.topic = topic
+        self.partition = partition
+        self.lake_root = Path(lake_root)
+        self.settings = settings
+        self.writers = {spec.name: LakeWriter.for_table(self.lake_root, spec) for spec in self.TABLES}
+        self.pending: dict[str, list[pa.Table]] = {spec.name: [] for spec in self.TABLES}
+        self.dead: list[dict[str, Any]] = []
+        self.first_offset: int | None = None
+        self.last_offset: int | None = None
+        self.opened_at = time.monotonic()
+        self.next_offset = 0
+        self.state: dict[str, Any] = {}
+        self._load()
+
+    # ------------------------------------------------------------------ state
+    def _new_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        path = checkpoint_path(self.lake_root, self.topic, self.partition)
+        try:
+            with open(path, "rb") as fh:
+                saved = pickle.load(fh)
+            self.next_offset = int(saved["next_offset"])
+            self.state = saved["state"]
+        except FileNotFoundError:
+            self.next_offset = 0
+            self.state = self._new_state()
+        drop_uncommitted(self.lake_root, self.topic, self.partition, self.next_offset)
+
+    # ------------------------------------------------------------------ intake
+    def accepts(self, offset: int) -> bool:
+        """False for a message already made durable by an earlier checkpoint (skip it)."""
+        return offset >= self.next_offset
+
+    def _note_offset(self, offset: int) -> None:
+        if self.first_offset is None:
+            self.first_offset = offset
+            self.opened_at = time.monotonic()
+        self.last_offset = offset
+
+    @property
+    def buffered_messages(self) -> int:
+        return 0 if self.first_offset is None else self.last_offset - self.first_offset + 1
+
+    def due(self) -> bool:
+        """True when the flush interval has passed since the first unflushed message."""
+        return self.first_offset is not None and time.monotonic() - self.opened_at >= self.settings.flush_seconds
+
+    # ------------------------------------------------------------------ checkpoint
+    def _compute(self, final: bool = False) -> None:
+        raise NotImplementedError
+
+    def checkpoint(self, final: bool = False) -> CheckpointResult | None:
+        """Write the lake files, then commit the state; returns None when nothing was pending.
+
+        ``final`` also closes every open window (end of a drain).
+        """
+        if self.first_offset is None:
+            return None
+        self._compute(final=final)
+        first, last = self.first_offset, self.last_offset
+        result = CheckpointResult(self.topic, self.partition, first, last)
+        if self.dead:
+            self.pending["dead_letters"].append(pa.Table.from_pylist(self.dead, schema=_file_schema(T.DEAD_LETTERS)))
+            self.dead = []
+        for name, parts in self.pending.items():
+            tables = [t for t in parts if t.num_rows]
+            writer = self.writers[name]
+            if tables:
+                table = pa.concat_tables(tables)
+                writer.add(self.topic, self.partition, first, last, table)
+                writer.flush(self.topic, self.partition)
+                result.rows[name] = table.num_rows
+                if name in self.FEATURE_TABLES:
+                    result.features[name] = table
+            parts.clear()
+        _write_atomic(checkpoint_path(self.lake_root, self.topic, self.partition),
+                      pickle.dumps({"next_offset": last + 1, "state": self.state}, protocol=5))
+        self.next_offset = last + 1
+        self.first_offset = self.last_offset = None
+        return result
+
+    FEATURE_TABLES: frozenset[str] = frozenset()
+
+
+def _file_schema(spec: T.TableSpec) -> pa.Schema:
+    return spec.file_schema
+
+
+def _ms_ts(arr: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(arr, dtype="int64"), type=pa.int64()).cast(_MS_TS)
+
+
+class ReadingsPartition(_Partition):
+    """One partition of ``plant.readings.v1``: raw readings, window features, SPC, health, energy."""
+
+    TABLES = (T.READINGS, T.SENSOR_FEATURES_1M, T.SENSOR_HEALTH, T.ENERGY_FEATURES, T.DEAD_LETTERS)
+    FEATURE_TABLES = frozenset({"sensor_features_1m", "sensor_health", "energy_features"})
+
+    def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings,
+                 assets: Mapping[str, AssetEntry], refresh_assets: Callable[[], None] | None = None):
+        self.assets = assets
+        self.refresh_assets = refresh_assets
+        super().__init__(topic, partition, lake_root, settings)
+        self._frames: list[tuple[int, int, DecodedFrame]] = []  # (offset, ingest ms, frame)
+        self._rows = 0
+
+    def _new_state(self) -> dict[str, Any]:
+        s = self.settings
+        table = F.SensorTable()
+        return {
+            "table": table,
+            "param": np.empty(0, dtype=object),
+            "unit": np.empty(0, dtype=object),
+            "windows": F.WindowStats(table, s.window_ms, s.lateness_ms),
+            "health": F.SensorHealth(table, s.window_ms, s.lateness_ms),
+            "energy": F.EnergyWindows(table, s.window_ms, s.lateness_ms),
+            "spc": F.SpcState(table),
+        }
+
+    def _keys(self, sensors: list[str]) -> np.ndarray:
+        """Keys of a frame's sensors in this partition's table, adding sensors seen for the first time."""
+        table: F.SensorTable = self.state["table"]
+        keys = table.keys_of(sensors)
+        if (keys < 0).any():
+            new = [self.assets[s] for s, k in zip(sensors, keys, strict=True) if k < 0]
+            table.upsert(new)
+            st = self.state
+            n = len(table)
+            param = np.empty(n, dtype=object)
+            unit = np.empty(n, dtype=object)
+            param[: len(st["param"])] = st["param"]
+            unit[: len(st["unit"])] = st["unit"]
+            for e in new:
+                k = int(table.keys_of([e.sensor_id])[0])
+                param[k], unit[k] = e.parameter, e.unit
+            st["param"], st["unit"] = param, unit
+            keys = table.keys_of(sensors)
+        return keys
+
+    def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
+        """Decode one message; a bad one becomes a dead-letter row (never an exception)."""
+        if not self.accepts(offset):
+            return
+        self._note_offset(offset)
+        try:
+            msg = decode_reading_message(payload)
+            if isinstance(msg, Reading):
+                msg = _single_as_frame(msg)
+            unknown = [s for s in msg.sensors if s not in self.assets]
+            if unknown and self.refresh_assets is not None:
+                self.refresh_assets()  # the model may have grown since start-up (rate-limited by the caller)
+                unknown = [s for s in msg.sensors if s not in self.assets]
+            if unknown:
+                raise ContractError(Reason.UNKNOWN_SENSOR,
+                                    f"{len(unknown)} sensor(s) not in the asset model, e.g. {unknown[0]!r}")
+            units = getattr(msg, "units", None)
+            if units:
+                for sid, unit in units.items():
+                    if unit != self.assets[sid].unit:
+                        raise ContractError(Reason.UNIT_MISMATCH,
+                                            f"{sid!r} reports {unit!r}, model says {self.assets[sid].unit!r}")
+        except ContractError as err:
+            self.dead.append(_dead_row(err, self.topic, self.partition, offset, payload))
+            return
+        self._frames.append((offset, ingest_ms, msg))
+        self._rows += len(msg)
+        if self._rows >= self.settings.microbatch_rows:
+            self._compute()
+
+    @property
+    def buffered_rows(self) -> int:
+        return self._rows + sum(t.num_rows for t in self.pending["readings"])
+
+    def _compute(self, final: bool = False) -> None:
+        """Run the buffered frames through the feature classes as one vectorised micro-batch."""
+        frames, self._frames, self._rows = self._frames, [], 0
+        st = self.state
+        if frames:
+            keys = np.concatenate([self._keys(f.sensors)[f.idx] for _, _, f in frames])
+            ts = np.concatenate([f.ts_ms for _, _, f in frames])
+            val = np.concatenate([f.value for _, _, f in frames])
+            qual = np.concatenate([f.quality for _, _, f in frames])
+            lens = np.array([len(f) for _, _, f in frames])
+            src_off = np.repeat(np.array([o for o, _, _ in frames], dtype=np.int64), lens)
+            ingest = np.repeat(np.array([i for _, i, _ in frames], dtype=np.int64), lens)
+            src_idx = np.concatenate([np.arange(n, dtype=np.int32) for n in lens])
+            table: F.SensorTable = st["table"]
+            win = st["windows"].push(keys, ts, val)
+            health = st["health"].push(keys, ts, val)
+            meters = table.is_energy_meter[keys]
+            energy = st["energy"].push(keys[meters], ts[meters], val[meters]) if meters.any() else None
+            self.pending["readings"].append(self._raw_table(keys, ts, val, qual, ingest, src_off, src_idx, win.late))
+            self._add_window_rows(win.rows)
+            self._add_health_rows(health.rows)
+            if energy is not None:
+                self._add_energy_rows(energy.rows)
+        if final:
+            self._add_window_rows(st["windows"].flush_all().rows)
+            self._add_health_rows(st["health"].flush_all().rows)
+            self._add_energy_rows(st["energy"].flush_all().rows)
+
+    def _raw_table(self, keys, ts, val, qual, ingest, src_off, src_idx, late) -> pa.Table:
+        table: F.SensorTable = self.state["table"]
+        st = self.state
+
+        def col(arr: np.ndarray) -> pa.Array:
+            return pa.array(arr, type=pa.string()).take(pa.array(keys))
+
+        return pa.table({
+            "sensor_id": col(table.sensor_id), "ts": _ms_ts(ts), "value": pa.array(val, pa.float64()),
+            "quality": pa.array(qual, pa.int8()), "site": col(table.site), "line": col(table.line),
+            "station": col(table.station), "stage": col(table.stage), "parameter": col(st["param"]),
+            "unit": col(st["unit"]), "ingest_ts": _ms_ts(ingest),
+            "src_partition": pa.array(np.full(len(keys), self.partition, dtype=np.int32)),
+            "src_offset": pa.array(src_off), "src_index": pa.array(src_idx), "late": pa.array(late, pa.bool_()),
+        })
+
+    def _add_window_rows(self, rows: F.Columns) -> None:
+        if not len(rows.get("sensor_key", ())):
+            return
+        st = self.state
+        table: F.SensorTable = st["table"]
+        spc = st["spc"].push(rows)
+        keys = rows["sensor_key"].astype(np.int64)
+        n = len(keys)
+        spc_cols = ("ewma", "ewma_ucl", "ewma_lcl", "ewma_alarm", "cusum_pos", "cusum_neg", "cusum_alarm",
+                    "we_rule1", "we_rule2", "we_rule3", "we_rule4", "cp", "cpk", "pp", "ppk")
+        joined: dict[str, list] = {c: [None] * n for c in spc_cols}
+        if len(spc.get("sensor_key", ())):
+            pos = {(int(k), int(w)): i for i, (k, w) in enumerate(zip(keys, rows["window_start"], strict=True))}
+            for j in range(len(spc["sensor_key"])):
+                i = pos.get((int(spc["sensor_key"][j]), int(spc["window_start"][j])))
+                if i is None:
+                    continue
+                for c in spc_cols:
+                    v = spc[c][j]
+                    joined[c][i] = None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v
+        out = {
+            "sensor_id": pa.array(rows["sensor_id"], pa.string()),
+            "window_start": _ms_ts(rows["window_start"]), "window_end": _ms_ts(rows["window_end"]),
+            "count": pa.array(rows["count"], pa.int64()),
+            **{c: pa.array(rows[c], pa.float64(), from_pandas=True) for c in ("mean", "std", "min", "max", "last")},
+            "out_of_spec": pa.array(rows["out_of_spec"], pa.int64()),
+        }
+        schema = T.SENSOR_FEATURES_1M.file_schema
+        for c in spc_cols:
+            out[c] = pa.array(joined[c], schema.field(c).type)
+        for c, arr in (("site", table.site), ("line", table.line), ("station", table.station),
+                       ("stage", table.stage), ("parameter", st["param"]), ("unit", st["unit"])):
+            out[c] = pa.array(arr[keys], pa.string())
+        self.pending["sensor_features_1m"].append(pa.table(out))
+
+    def _add_health_rows(self, rows: F.Columns) -> None:
+        if not len(rows.get("sensor_key", ())):
+            return
+        self.pending["sensor_health"].append(pa.table({
+            "sensor_id": pa.array(rows["sensor_id"], pa.string()),
+            "window_start": _ms_ts(rows["window_start"]), "window_end": _ms_ts(rows["window_end"]),
+            "observed": pa.array(rows["observed"], pa.int64()),
+            "expected": pa.array(rows["expected"], pa.float64(), from_pandas=True),
+            "rate_ratio": pa.array(rows["rate_ratio"], pa.float64(), from_pandas=True),
+            "max_gap_ms": pa.array(np.round(rows["max_gap_ms"]), pa.float64(), from_pandas=True).cast(pa.int64()),
+            "stuck": pa.array(rows["stuck"], pa.bool_()),
+            "late": pa.array(rows["late"], pa.int64()),
+        }))
+
+    def _add_energy_rows(self, rows: F.Columns) -> None:
+        if not len(rows.get("sensor_key", ())):
+            return
+        self.pending["energy_features"].append(pa.table({
+            "window_start": _ms_ts(rows["window_start"]), "window_end": _ms_ts(rows["window_end"]),
+            "site": pa.array(rows["site"], pa.string()), "line": pa.array(rows["line"], pa.string()),
+            "station": pa.array(rows["station"], pa.string()), "stage": pa.array(rows["stage"], pa.string()),
+            "kwh": pa.array(rows["kwh"], pa.float64(), from_pandas=True),
+            "counter_resets": pa.array(rows["counter_resets"], pa.int64()),
+            "gap_ms": pa.array(np.round(rows["gap_ms"]), pa.float64(), from_pandas=True).cast(pa.int64()),
+        }))
+
+
+class _SingleFrame(DecodedFrame):
+    """A single reading in frame form, carrying its optional unit for the unit check."""
+
+    __slots__ = ("units",)
+
+
+def _single_as_frame(r: Reading) -> _SingleFrame:
+    f = _SingleFrame(r.sensor_id, [r.sensor_id], np.zeros(1, np.int32),
+                     np.array([int(round(r.ts.timestamp() * 1000))], np.int64),
+                     np.array([r.value], np.float64), np.array([_QUALITY_CODE[r.quality.value]], np.int8))
+    f.units = {r.sensor_id: r.unit} if r.unit else None
+    return f
+
+
+class EventsPartition(_Partition):
+    """One partition of ``plant.events.v1``: raw production events and quality features."""
+
+    TABLES = (T.PRODUCTION_EVENTS, T.QUALITY_FEATURES, T.DEAD_LETTERS)
+    FEATURE_TABLES = frozenset({"quality_features"})
+
+    def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings):
+        super().__init__(topic, partition, lake_root, settings)
+        self._events: list[tuple[int, ProductionEvent]] = []
+
+    def _new_state(self) -> dict[str, Any]:
+        return {"quality": F.QualityWindows(self.settings.window_ms, self.settings.lateness_ms)}
+
+    @property
+    def buffered_rows(self) -> int:
+        return len(self._events)
+
+    def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
+        """Decode one event; a bad one becomes a dead-letter row."""
+        if not self.accepts(offset):
+            return
+        self._note_offset(offset)
+        try:
+            ev = decode_event(payload)
+        except ContractError as err:
+            self.dead.append(_dead_row(err, self.topic, self.partition, offset, payload))
+            return
+        self._events.append((offset, ev))
+
+    def _compute(self, final: bool = False) -> None:
+        events, self._events = self._events, []
+        q: F.QualityWindows = self.state["quality"]
+        if events:
+            rows = [{**_event_row(ev), "src_partition": self.partition, "src_offset": off} for off, ev in events]
+            self.pending["production_events"].append(
+                pa.Table.from_pylist(rows, schema=T.PRODUCTION_EVENTS.file_schema))
+            self._add_quality(q.push_events([ev for _, ev in events]).rows)
+        if final:
+            self._add_quality(q.flush_all().rows)
+
+    def _add_quality(self, rows: F.Columns) -> None:
+        if not len(rows.get("line", ())):
+            return
+        n = len(rows["line"])
+        out = {
+            "window_start": _ms_ts(rows["window_start"]), "window_end": _ms_ts(rows["window_end"]),
+            "site": pa.array(rows["site"], pa.string()), "line": pa.array(rows["line"], pa.string()),
+            "stage": pa.array(rows["stage"], pa.string()),
+        }
+        for c in ("units_in", "units_out", "good", "scrapped", "grade_a", "grade_b", "grade_c"):
+            out[c] = pa.array(rows[c], pa.int64())
+        for c in ("yield", "first_pass_yield"):
+            out[c] = pa.array(rows[c], pa.float64(), from_pandas=True)
+        out["scrap_by_reason"] = pa.array([sorted((rows["scrap_by_reason"][i] or {}).items()) for i in range(n)],
+                                          pa.map_(pa.string(), pa.int64()))
+        self.pending["quality_features"].append(pa.table(out))
+
+
+def _event_row(ev: ProductionEvent) -> dict[str, Any]:
+    d = dict(ev.__dict__)
+    for k in ("stage", "unit_type", "kind"):
+        d[k] = str(d[k].value)
+    return d
+
+
+def feature_messages(table: pa.Table, key_cols: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    """Feature rows as (key, JSON value) pairs for the features.*.v1 topics."""
+    out = []
+    for row in table.to_pylist():
+        key = "/".join(str(row.get(c)) for c in key_cols).encode()
+        out.append((key, orjson.dumps(row, default=_json_default, option=orjson.OPT_NON_STR_KEYS)))
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat().replace("+00:00", "Z")
+    if isinstance(obj, bytes):
+        return obj.hex()
+    raise TypeError(type(obj).__name__)

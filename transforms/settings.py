@@ -1,0 +1,44 @@
+"""Settings of the stream workers and the warehouse, read once when a command starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DataSettings(BaseSettings):
+    """Where the lake and the warehouse live. Environment: ``GIGAPULSE_DATA_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_", frozen=True)
+
+    data_dir: Path = Field(REPO_ROOT / "var", description="Holds lake/ and gigapulse.duckdb.")
+
+    @property
+    def lake_root(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "gigapulse.duckdb"
+
+
+class StreamSettings(BaseSettings):
+    """How a stream worker windows and flushes. Environment: ``GIGAPULSE_STREAM_*``.
+
+    ``flush_seconds`` bounds freshness (a reading is queryable at most about this long after it
+    arrives); ``flush_rows`` bounds memory and file size under load.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_STREAM_", frozen=True)
+
+    group_id: str = Field("gigapulse-stream", description="Consumer group of the workers.")
+    window_ms: int = Field(60_000, ge=1_000, description="Tumbling window width for features.")
+    lateness_ms: int = Field(5_000, ge=0, description="Allowed lateness behind the watermark.")
+    flush_seconds: float = Field(1.0, gt=0, description="Checkpoint (write Parquet, commit) at least this often.")
+    flush_rows: int = Field(500_000, ge=1, description="Checkpoint when this many readings are buffered.")
+    microbatch_rows: int = Field(20_000, ge=1, description="Readings decoded before features are computed.")
+    publish_features: bool = Field(True, description="Also publish features to the features.*.v1 topics.")
