@@ -25,8 +25,9 @@ import faust
 from faust.types import TP
 
 from schemas import topics
-from schemas.contracts import AssetEntry, decode_asset
+from schemas.contracts import AssetEntry, DeadLetter, decode_asset, encode
 from transforms.partitions import (
+    DeadLettersPartition,
     EventsPartition,
     ReadingsPartition,
     committed_next_offset,
@@ -97,9 +98,14 @@ def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
         consumer.close()
 
 
+def topic_key(letter: DeadLetter) -> bytes:
+    """Dead letters are keyed by the topic they came from."""
+    return (letter.source_topic or letter.stage).encode()
+
+
 def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets: dict[str, AssetEntry],
                drain: bool = False, readings_topic: str = topics.READINGS,
-               events_topic: str = topics.EVENTS) -> faust.App:
+               events_topic: str = topics.EVENTS, dlq_topic: str = topics.DLQ) -> faust.App:
     """Build the Faust app; nothing connects until a worker runs it."""
     app = faust.App(
         settings.group_id,
@@ -123,7 +129,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     events = app.topic(events_topic, value_serializer="raw", key_serializer="raw")
     feature_topics = {name: app.topic(t, value_serializer="raw", key_serializer="raw")
                       for name, (t, _) in FEATURE_TOPICS.items()}
-    dlq = app.topic(topics.DLQ, value_serializer="raw", key_serializer="raw")
+    dlq = app.topic(dlq_topic, value_serializer="raw", key_serializer="raw")
     stats = WorkerStats()
     parts: dict[tuple[str, int], ReadingsPartition | EventsPartition] = {}
     unacked: dict[tuple[str, int], list] = {}
@@ -131,9 +137,10 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     targets: dict[tuple[str, int], int] = {}
     if drain:
         # Snapshot the end offsets before consuming: the drain processes what is there now.
-        targets.update(end_offsets(bootstrap, [readings_topic, events_topic]))
+        targets.update(end_offsets(bootstrap, [readings_topic, events_topic, dlq_topic]))
         log.info("draining to the end offsets of %d partitions", len(targets))
     refreshed = [0.0]
+    inflight = [0]
     app.gigapulse_stats = stats  # for the CLI summary
 
     def assigned(topic: str, partition: int) -> bool:
@@ -148,12 +155,23 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         if p is None:
             if topic == readings_topic:
                 p = ReadingsPartition(topic, partition, lake_root, settings, assets, refresh_assets)
+            elif topic == dlq_topic:
+                p = DeadLettersPartition(topic, partition, lake_root, settings)
             else:
                 p = EventsPartition(topic, partition, lake_root, settings)
             parts[key] = p
             unacked[key] = []
             log.info("%s[%d]: resuming at offset %d", topic, partition, p.next_offset)
         return p
+
+    async def send_dead_letters(letters: list[DeadLetter]) -> None:
+        """Sent before the acks: a crash here repeats a letter (at-least-once), never loses it."""
+        for letter in letters:
+            fut = await dlq.send(key=topic_key(letter), value=encode(letter))
+            if drain:
+                meta = await fut  # the drain also waits until this letter is landed in the lake
+                k = (dlq_topic, meta.partition)
+                targets[k] = max(targets.get(k, 0), meta.offset + 1)
 
     async def checkpoint(key: tuple[str, int], final: bool = False) -> None:
         p = parts[key]
@@ -163,6 +181,11 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         if result is None:
             return
         stats.checkpoints += 1
+        inflight[0] += 1  # the drain must not finish while letters are on their way to the DLQ
+        try:
+            await send_dead_letters(result.dead_letters)
+        finally:
+            inflight[0] -= 1
         for name, n in result.rows.items():
             stats.rows[name] = stats.rows.get(name, 0) + n
         if settings.publish_features:
@@ -208,6 +231,11 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         """Decode production events; quality per line and stage to the lake."""
         await consume(stream.noack(), events_topic)
 
+    @app.agent(dlq, name="land_dead_letters")
+    async def land_dead_letters(stream):
+        """Land every dead letter (edge, replay and stream rejects) in the lake's dead_letters table."""
+        await consume(stream.noack(), dlq_topic)
+
     @app.timer(0.2)
     async def flush_due_partitions():
         """Checkpoint partitions whose flush interval has passed (bounds freshness)."""
@@ -219,7 +247,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
             os.kill(os.getpid(), signal.SIGTERM)
 
     def _drained() -> bool:
-        return all(committed_next_offset(lake_root, t, part) >= end for (t, part), end in targets.items())
+        return not inflight[0] and all(committed_next_offset(lake_root, t, part) >= end for (t, part), end in targets.items())
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):  # noqa: ARG001 - signal signature
@@ -229,7 +257,6 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
                 unacked.pop(key, None)
                 log.info("%s[%d]: revoked; unflushed work dropped for the new owner", *key)
 
-    app.gigapulse_dlq = dlq
     return app
 
 

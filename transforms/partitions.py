@@ -42,10 +42,12 @@ from schemas import tables as T
 from schemas.contracts import (
     AssetEntry,
     ContractError,
+    DeadLetter,
     DecodedFrame,
     ProductionEvent,
     Reading,
     Reason,
+    decode_dead_letter,
     decode_event,
     decode_reading_message,
 )
@@ -109,10 +111,8 @@ def drop_uncommitted(lake_root: Path, topic: str, partition: int, next_offset: i
     return removed
 
 
-def _dead_row(err: ContractError, topic: str, partition: int, offset: int, payload: bytes) -> dict[str, Any]:
-    return {"reason": err.reason.value, "detail": err.detail[:1000], "stage": "stream", "source_topic": topic,
-            "source_partition": partition, "source_offset": offset,
-            "ts": datetime.now(UTC).replace(microsecond=0), "payload": payload}
+def _dead_letter(err: ContractError, topic: str, partition: int, offset: int, payload: bytes) -> DeadLetter:
+    return DeadLetter.for_payload(payload, err, "stream", topic, partition, offset)
 
 
 @dataclass
@@ -125,6 +125,8 @@ class CheckpointResult:
     last_offset: int
     rows: dict[str, int] = field(default_factory=dict)
     features: dict[str, pa.Table] = field(default_factory=dict)
+    #: Refused messages, for the caller to send to plant.dlq.v1 before acknowledging.
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 class _Partition:
@@ -139,7 +141,7 @@ class _Partition:
         self.settings = settings
         self.writers = {spec.name: LakeWriter.for_table(self.lake_root, spec) for spec in self.TABLES}
         self.pending: dict[str, list[pa.Table]] = {spec.name: [] for spec in self.TABLES}
-        self.dead: list[dict[str, Any]] = []
+        self.dead: list[DeadLetter] = []
         self.first_offset: int | None = None
         self.last_offset: int | None = None
         self.opened_at = time.monotonic()
@@ -196,9 +198,7 @@ class _Partition:
         self._compute(final=final)
         first, last = self.first_offset, self.last_offset
         result = CheckpointResult(self.topic, self.partition, first, last)
-        if self.dead:
-            self.pending["dead_letters"].append(pa.Table.from_pylist(self.dead, schema=_file_schema(T.DEAD_LETTERS)))
-            self.dead = []
+        result.dead_letters, self.dead = self.dead, []
         for name, parts in self.pending.items():
             tables = [t for t in parts if t.num_rows]
             writer = self.writers[name]
@@ -219,10 +219,6 @@ class _Partition:
     FEATURE_TABLES: frozenset[str] = frozenset()
 
 
-def _file_schema(spec: T.TableSpec) -> pa.Schema:
-    return spec.file_schema
-
-
 def _ms_ts(arr: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(arr, dtype="int64"), type=pa.int64()).cast(_MS_TS)
 
@@ -230,7 +226,7 @@ def _ms_ts(arr: np.ndarray) -> pa.Array:
 class ReadingsPartition(_Partition):
     """One partition of ``plant.readings.v1``: raw readings, window features, SPC, health, energy."""
 
-    TABLES = (T.READINGS, T.SENSOR_FEATURES_1M, T.SENSOR_HEALTH, T.ENERGY_FEATURES, T.DEAD_LETTERS)
+    TABLES = (T.READINGS, T.SENSOR_FEATURES_1M, T.SENSOR_HEALTH, T.ENERGY_FEATURES)
     FEATURE_TABLES = frozenset({"sensor_features_1m", "sensor_health", "energy_features"})
 
     def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings,
@@ -297,7 +293,7 @@ class ReadingsPartition(_Partition):
                         raise ContractError(Reason.UNIT_MISMATCH,
                                             f"{sid!r} reports {unit!r}, model says {self.assets[sid].unit!r}")
         except ContractError as err:
-            self.dead.append(_dead_row(err, self.topic, self.partition, offset, payload))
+            self.dead.append(_dead_letter(err, self.topic, self.partition, offset, payload))
             return
         self._frames.append((offset, ingest_ms, msg))
         self._rows += len(msg)
@@ -431,7 +427,7 @@ def _single_as_frame(r: Reading) -> _SingleFrame:
 class EventsPartition(_Partition):
     """One partition of ``plant.events.v1``: raw production events and quality features."""
 
-    TABLES = (T.PRODUCTION_EVENTS, T.QUALITY_FEATURES, T.DEAD_LETTERS)
+    TABLES = (T.PRODUCTION_EVENTS, T.QUALITY_FEATURES)
     FEATURE_TABLES = frozenset({"quality_features"})
 
     def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings):
@@ -453,7 +449,7 @@ class EventsPartition(_Partition):
         try:
             ev = decode_event(payload)
         except ContractError as err:
-            self.dead.append(_dead_row(err, self.topic, self.partition, offset, payload))
+            self.dead.append(_dead_letter(err, self.topic, self.partition, offset, payload))
             return
         self._events.append((offset, ev))
 
@@ -484,6 +480,45 @@ class EventsPartition(_Partition):
         out["scrap_by_reason"] = pa.array([sorted((rows["scrap_by_reason"][i] or {}).items()) for i in range(n)],
                                           pa.map_(pa.string(), pa.int64()))
         self.pending["quality_features"].append(pa.table(out))
+
+
+class DeadLettersPartition(_Partition):
+    """One partition of ``plant.dlq.v1``: every refused message (edge, replay, stream) into the lake."""
+
+    TABLES = (T.DEAD_LETTERS,)
+
+    def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings):
+        super().__init__(topic, partition, lake_root, settings)
+        self._rows: list[dict[str, Any]] = []
+
+    def _new_state(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def buffered_rows(self) -> int:
+        return len(self._rows)
+
+    def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
+        """Land one dead letter; one that is itself unreadable is kept with reason not_json."""
+        if not self.accepts(offset):
+            return
+        self._note_offset(offset)
+        try:
+            dl = decode_dead_letter(payload)
+            row = {"reason": dl.reason.value, "detail": dl.detail, "stage": dl.stage,
+                   "source_topic": dl.source_topic, "source_partition": dl.source_partition,
+                   "source_offset": dl.source_offset, "ts": dl.ts, "payload": dl.payload()}
+        except Exception as exc:  # noqa: BLE001 - nothing that arrives is dropped, however broken
+            row = {"reason": Reason.NOT_JSON.value, "detail": f"unreadable dead letter: {exc}"[:1000],
+                   "stage": "stream", "source_topic": self.topic, "source_partition": self.partition,
+                   "source_offset": offset, "ts": datetime.fromtimestamp(ingest_ms / 1000, UTC),
+                   "payload": payload}
+        self._rows.append(row)
+
+    def _compute(self, final: bool = False) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            self.pending["dead_letters"].append(pa.Table.from_pylist(rows, schema=T.DEAD_LETTERS.file_schema))
 
 
 def _event_row(ev: ProductionEvent) -> dict[str, Any]:
