@@ -139,6 +139,8 @@ PRODUCTION_EVENTS = TableSpec(
         _col("source", pa.string(), "auto, or manual when entered by hand (legacy plants).", nullable=False),
         _col("src_partition", pa.int32(), "Partition of plant.events.v1 the event came from.", nullable=False),
         _col("src_offset", pa.int64(), "Offset of the event in that partition.", nullable=False),
+        _col("late", pa.bool_(), "True if the event arrived after its quality window had closed (kept here, "
+             "left out of quality_features).", nullable=False),
         _date("ts"),
     ]),
     sort_key=("src_partition", "src_offset"),

@@ -46,8 +46,9 @@ TOPICS: tuple[TopicSpec, ...] = (
               "reading or reading_frame (JSON)",
               "Sensor readings; the key keeps each sensor's samples in order within one partition.",
               {"compression.type": "producer", "max.message.bytes": "2097152"}),
-    TopicSpec(EVENTS, 3, "delete", 30 * DAY_MS, "unit id", "production_event (JSON)",
-              "Production events; keyed by unit so one unit's history stays in order."),
+    TopicSpec(EVENTS, 3, "delete", 30 * DAY_MS, "site/line", "production_event (JSON)",
+              "Production events; keyed by line, so a line's events (and each unit's history) stay in "
+              "order in one partition and its quality windows are computed in one place."),
     TopicSpec(ASSETS, 1, "compact", -1, "sensor id", "asset_entry (JSON)",
               "The asset model, compacted: the latest entry per sensor is the current truth.",
               {"min.cleanable.dirty.ratio": "0.1"}),

@@ -1060,8 +1060,8 @@ class QualityWindows:
       the rework loop; rollups must recompute it from the summed counters, which are additive.
     * ``grade_a``/``grade_b``/``grade_c``/``grade_other``: grade events (the EOL grading at aging_eol).
 
-    Visit numbers need one unit's events in event-time order. ``plant.events.v1`` is keyed by unit
-    id, which keeps them so; disorder between units is fine. Per-unit visit state is kept for
+    Visit numbers need one unit's events in event-time order. ``plant.events.v1`` is keyed by line,
+    which keeps them so (a unit never changes line); disorder between units is fine. Per-unit visit state is kept for
     ``rework_memory_ms`` of event time after the unit's last event (bounded by the units passing in
     that span, not by events); a rework later than that counts as a first visit. Late events update
     the visit state but no window. Events are few (one per unit and stage, not per reading), so they

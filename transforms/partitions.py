@@ -248,6 +248,8 @@ class ReadingsPartition(_Partition):
             "health": F.SensorHealth(table, s.window_ms, s.lateness_ms),
             "energy": F.EnergyWindows(table, s.window_ms, s.lateness_ms),
             "spc": F.SpcState(table),
+            "max_ts": np.iinfo(np.int64).min,  # latest event time seen, for per-message lateness
+            "late_by_window": {},  # (sensor key, window start) -> late readings, for sensor_health.late
         }
 
     def _keys(self, sensors: list[str]) -> np.ndarray:
@@ -318,11 +320,18 @@ class ReadingsPartition(_Partition):
             ingest = np.repeat(np.array([i for _, i, _ in frames], dtype=np.int64), lens)
             src_idx = np.concatenate([np.arange(n, dtype=np.int32) for n in lens])
             table: F.SensorTable = st["table"]
-            win = st["windows"].push(keys, ts, val)
-            health = st["health"].push(keys, ts, val)
-            meters = table.is_energy_meter[keys]
-            energy = st["energy"].push(keys[meters], ts[meters], val[meters]) if meters.any() else None
-            self.pending["readings"].append(self._raw_table(keys, ts, val, qual, ingest, src_off, src_idx, win.late))
+            late, late_window = self._late_mask(ts, lens)
+            ok = ~late
+            k_ok, t_ok, v_ok = keys[ok], ts[ok], val[ok]
+            win = st["windows"].push(k_ok, t_ok, v_ok)
+            health = st["health"].push(k_ok, t_ok, v_ok)
+            meters = table.is_energy_meter[k_ok]
+            energy = st["energy"].push(k_ok[meters], t_ok[meters], v_ok[meters]) if meters.any() else None
+            if late.any():
+                pending = st["late_by_window"]
+                for k, w in zip(keys[late].tolist(), late_window[late].tolist(), strict=True):
+                    pending[(k, w)] = pending.get((k, w), 0) + 1
+            self.pending["readings"].append(self._raw_table(keys, ts, val, qual, ingest, src_off, src_idx, late))
             self._add_window_rows(win.rows)
             self._add_health_rows(health.rows)
             if energy is not None:
@@ -331,6 +340,29 @@ class ReadingsPartition(_Partition):
             self._add_window_rows(st["windows"].flush_all().rows)
             self._add_health_rows(st["health"].flush_all().rows)
             self._add_energy_rows(st["energy"].flush_all().rows)
+
+    def _late_mask(self, ts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which readings are late, judged per *message* against the watermark before it.
+
+        Judging per message rather than per micro-batch makes the result a function of the message
+        sequence alone, so any split into micro-batches, checkpoints or workers gives the same lake.
+        A late reading is kept in ``readings`` (late = true) and left out of every window; it is
+        counted in the health row of the window that was current when it arrived.
+        """
+        st = self.state
+        width, lateness = self.settings.window_ms, self.settings.lateness_ms
+        starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        nonempty = lens > 0
+        msg_max = np.full(len(lens), np.iinfo(np.int64).min, dtype=np.int64)
+        msg_max[nonempty] = np.maximum.reduceat(ts, starts[nonempty]) if nonempty.any() else msg_max[nonempty]
+        prev = st.get("max_ts", np.iinfo(np.int64).min)
+        before = np.maximum.accumulate(np.concatenate(([prev], msg_max[:-1])))
+        st["max_ts"] = int(max(prev, msg_max.max())) if len(msg_max) else prev
+        seen = np.repeat(before, lens)
+        no_history = seen == np.iinfo(np.int64).min
+        late = ~no_history & ((ts // width + 1) * width <= seen - lateness)
+        current_window = np.where(no_history, 0, seen // width * width)
+        return late, current_window
 
     def _raw_table(self, keys, ts, val, qual, ingest, src_off, src_idx, late) -> pa.Table:
         table: F.SensorTable = self.state["table"]
@@ -394,8 +426,18 @@ class ReadingsPartition(_Partition):
             "rate_ratio": pa.array(rows["rate_ratio"], pa.float64(), from_pandas=True),
             "max_gap_ms": pa.array(np.round(rows["max_gap_ms"]), pa.float64(), from_pandas=True).cast(pa.int64()),
             "stuck": pa.array(rows["stuck"], pa.bool_()),
-            "late": pa.array(rows["late"], pa.int64()),
+            "late": pa.array(self._late_counts(rows), pa.int64()),
         }))
+
+    def _late_counts(self, rows: F.Columns) -> np.ndarray:
+        """Late readings per emitted health row, from the per-message attribution of _late_mask."""
+        pending = self.state["late_by_window"]
+        own = np.asarray(rows["late"], dtype=np.int64)
+        if not pending:
+            return own
+        extra = [pending.pop((int(k), int(w)), 0) for k, w in
+                 zip(rows["sensor_key"], rows["window_start"], strict=True)]
+        return own + np.asarray(extra, dtype=np.int64)
 
     def _add_energy_rows(self, rows: F.Columns) -> None:
         if not len(rows.get("sensor_key", ())):
@@ -457,10 +499,16 @@ class EventsPartition(_Partition):
         events, self._events = self._events, []
         q: F.QualityWindows = self.state["quality"]
         if events:
-            rows = [{**_event_row(ev), "src_partition": self.partition, "src_offset": off} for off, ev in events]
+            rows = []
+            for off, ev in events:
+                # One push per event: lateness is judged per message, so the lake does not depend on
+                # how messages were grouped into micro-batches (events are few; this loop is cheap).
+                emitted = q.push_events([ev])
+                rows.append({**_event_row(ev), "src_partition": self.partition, "src_offset": off,
+                             "late": bool(emitted.late[0])})
+                self._add_quality(emitted.rows)
             self.pending["production_events"].append(
                 pa.Table.from_pylist(rows, schema=T.PRODUCTION_EVENTS.file_schema))
-            self._add_quality(q.push_events([ev for _, ev in events]).rows)
         if final:
             self._add_quality(q.flush_all().rows)
 
