@@ -274,12 +274,14 @@ def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: i
     from ingestion.producer import PlantProducer
     from ingestion.settings import ProducerSettings
     from ingestion.simulator import PlantSimulator
+    from ingestion.validation import EdgeLimits
     from schemas.asset_model import load_plant
 
     plant = load_plant(plant_name)
     settings = ProducerSettings()
     producer = PlantProducer(bootstrap, settings, client_id=f"gigapulse-sim-{plant.name}")
-    run = IngestRun(plant, producer, seed, start, fmt, settings.frame_max_readings, fault_rate)
+    limits = EdgeLimits(max_future_s=settings.max_future_s, max_past_s=settings.max_past_s)
+    run = IngestRun(plant, producer, seed, start, fmt, settings.frame_max_readings, fault_rate, limits)
     sim = PlantSimulator(plant, seed=seed, start=start)
     summary = IngestSummary(plant=plant.name, seed=seed, simulated_s=seconds)
     wall0 = time.monotonic()
@@ -383,6 +385,11 @@ def stream(
                                                    "file) besides the plant.assets.v1 topic.")] = None,
     bootstrap: BootstrapOpt = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level: crit, error, warn, info, debug.")] = "warn",
+    readings_topic: Annotated[str | None, typer.Option(hidden=True, help="Read readings from this topic "
+                                                       "(benchmarks use fresh topics).")] = None,
+    events_topic: Annotated[str | None, typer.Option(hidden=True, help="Read events from this topic.")] = None,
+    dlq_topic: Annotated[str | None, typer.Option(hidden=True, help="Dead letters go to, and are landed "
+                                                  "from, this topic.")] = None,
 ):
     """Run a stream worker (Faust): validate, enrich, compute features, land everything in the lake.
 
@@ -406,7 +413,9 @@ def stream(
     if assets:
         write_sensors(data.lake_root, sorted(assets.values(), key=lambda e: e.sensor_id))
     log.info("stream worker: %d sensors in the asset model, lake at %s", len(assets), data.lake_root)
-    faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain)
+    overrides = {k: v for k, v in {"readings_topic": readings_topic, "events_topic": events_topic,
+                                   "dlq_topic": dlq_topic}.items() if v}
+    faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain, **overrides)
     t0 = __import__("time").monotonic()
     run_worker(faust_app, loglevel=loglevel)
     st = faust_app.gigapulse_stats

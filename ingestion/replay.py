@@ -10,6 +10,8 @@ a valid message goes to the dead-letter topic with its reason and the row as JSO
 
 from __future__ import annotations
 
+import csv
+import math
 import time
 import zlib
 from collections import Counter
@@ -85,7 +87,15 @@ def _batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
         elif suffix in (".csv", ".txt"):
             opts = pacsv.ReadOptions(block_size=1 << 22)
-            convert = pacsv.ConvertOptions(strings_can_be_null=True)
+            # Arrow reads "NaN"/"nan" as null by default, which would dead-letter a NaN value as
+            # missing_field; kept as NaN, it is refused as non_finite, as from a Parquet file.
+            nulls = [v for v in pacsv.ConvertOptions().null_values if v.lstrip("-").lower() != "nan"]
+            # Every column is read as text and converted row by row: Arrow infers types from the first
+            # block only, so one odd value further down would otherwise abort the whole replay.
+            with open(path, newline="") as fh:
+                header = next(csv.reader(fh), [])
+            convert = pacsv.ConvertOptions(strings_can_be_null=True, null_values=nulls,
+                                           column_types={name: pa.string() for name in header})
             with pacsv.open_csv(path, read_options=opts, convert_options=convert) as reader:
                 yield from reader
         else:
@@ -108,7 +118,19 @@ def detect_kind(columns: list[str], mapping: dict[str, str]) -> Literal["reading
                       f"({', '.join(EVENT_REQUIRED)}); found {sorted(cols)[:10]}; use --map to rename")
 
 
+def _number(raw: Any) -> Any:
+    """A CSV cell read as text becomes a number when it is one; otherwise it is left for the decoder."""
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
 def _ts_to_iso(raw: Any) -> Any:
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw.strip())
     if isinstance(raw, datetime):
         ts = raw if raw.tzinfo else raw.replace(tzinfo=UTC)
         return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -176,9 +198,14 @@ class Replayer:
     def _events(self, rows: list[dict[str, Any]], summary: ReplaySummary) -> None:
         for row in rows:
             row = _clean(row)
-            row.setdefault("v", 1)
+            row["v"] = int(row["v"]) if isinstance(row.get("v"), str) and row["v"].isdigit() else row.get("v", 1)
             if "ts" in row:
                 row["ts"] = _ts_to_iso(row["ts"])
+            if "value" in row:
+                row["value"] = _number(row["value"])
+                if isinstance(row["value"], float) and not math.isfinite(row["value"]):
+                    self._dead(row, ContractError(Reason.NON_FINITE, "field 'value' is not finite"))
+                    continue
             if isinstance(row.get("parent_ids"), str):
                 row["parent_ids"] = [p for p in row["parent_ids"].split("|") if p]
             try:
@@ -206,6 +233,8 @@ class Replayer:
             row["v"] = 1
             if "ts" in row:
                 row["ts"] = _ts_to_iso(row["ts"])
+            if "value" in row:
+                row["value"] = _number(row["value"])
             try:
                 r = decode_reading_obj(row)
                 self._check(r)

@@ -1,0 +1,126 @@
+"""The front door: every command has a working --help, and a mistake a user can fix is one line on stderr.
+
+Most cases run ``gigapulse.cli.main`` in-process (it is the console-script entry point, with the same
+error handling); a few run the real process to show nothing else reaches stderr. None needs a broker:
+every refusal happens before a connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from gigapulse.cli import app, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commands(group, path=()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in sorted(group.commands.items()):
+        out.append((*path, name))
+        if hasattr(cmd, "commands"):
+            out.extend(_commands(cmd, (*path, name)))
+    return out
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch, tmp_path):
+    for k in list(os.environ):
+        if k.startswith("GIGAPULSE_"):
+            monkeypatch.delenv(k)
+    # nothing here may reach a developer's broker or data dir
+    monkeypatch.setenv("GIGAPULSE_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("GIGAPULSE_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_the_command_tree_is_complete():
+    names = {" ".join(c) for c in COMMANDS}
+    for expected in ("broker start", "broker stop", "broker status", "broker fetch", "topics apply", "topics list",
+                     "schemas export", "simulate", "replay", "stream", "sql", "warehouse", "bench", "jobs"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("command", [(), *COMMANDS], ids=lambda c: " ".join(c) or "gigapulse")
+def test_help_exits_zero(command, capsys):
+    rc, out, err = run([*command, "--help"], capsys)
+    assert rc == 0, err
+    assert "Usage:" in out and "--help" in out
+    assert err == ""
+
+
+def test_help_in_a_real_process():
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", "--help"], capture_output=True, text=True,
+                         timeout=60, cwd=REPO, env={k: v for k, v in os.environ.items() if k != "GIGAPULSE_DEBUG"})
+    assert res.returncode == 0, res.stderr
+    for command in ("simulate", "replay", "stream", "sql", "broker", "topics", "jobs", "bench"):
+        assert command in res.stdout
+
+
+BAD = [
+    (["simulate", "--duration", "forever"], 2, "invalid duration"),
+    (["simulate", "--duration", "0s"], 2, "invalid duration"),
+    (["simulate", "--speed", "-3"], 2, "speed"),
+    (["simulate", "--speed", "nan"], 2, "invalid speed"),
+    (["simulate", "--plant", "nope"], 1, "nope"),
+    (["simulate", "--start", "yesterday"], 2, "--start"),
+    (["simulate", "--start", "2026-01-05T06:00:00"], 2, "UTC offset"),
+    (["simulate", "--inject-faults", "2"], 2, "--inject-faults"),
+    (["simulate", "--format", "xml"], 2, "--format"),
+    (["simulate", "--seed", "many"], 2, "--seed"),
+    (["simulate", "--no-such-option"], 2, "no-such-option"),
+    (["replay", "missing.csv"], 1, "file not found"),
+    (["replay"], 2, "Missing argument"),
+    (["replay", "missing.csv", "--map", "ts"], 2, "--map"),
+    (["sql", "DROP VIEW readings"], 1, "read-only"),
+    (["sql", "CREATE TABLE t AS SELECT 1"], 1, "read-only"),
+    (["sql", "SELECT * FROM no_such_table"], 1, "SQL error"),
+    (["no-such-command"], 2, "no-such-command"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "needle"), BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_user_errors_are_one_line(argv, code, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(argv, capsys)
+    assert rc == code
+    assert err.startswith("gigapulse: error:"), err
+    assert err.count("\n") == 1, err
+    assert needle in err
+
+
+def test_a_bad_setting_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("GIGAPULSE_PRODUCER_ACKS", "maybe")
+    rc, _, err = run(["simulate", "--duration", "1s"], capsys)
+    assert rc == 1
+    assert err.startswith("gigapulse: error: invalid setting") and err.count("\n") == 1, err
+    assert "acks" in err
+
+
+@pytest.mark.parametrize(("argv", "env", "code"), [
+    (["simulate", "--duration", "forever"], {}, 2),
+    (["simulate", "--duration", "1s"], {"GIGAPULSE_PRODUCER_ACKS": "maybe"}, 1),
+])
+def test_user_errors_in_a_real_process(argv, env, code, tmp_path):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GIGAPULSE_")}
+    full_env.update(env, GIGAPULSE_BOOTSTRAP_SERVERS="127.0.0.1:9", PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", *argv], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path, env=full_env)
+    assert res.returncode == code
+    assert res.stderr.startswith("gigapulse: error:") and res.stderr.count("\n") == 1, res.stderr
+    assert "Traceback" not in res.stderr and res.stdout == ""
