@@ -187,6 +187,29 @@ SENSOR_FEATURES_1M = TableSpec(
     sort_key=("sensor_id", "window_start"),
 )
 
+SENSOR_FEATURES_1H = TableSpec(
+    name="sensor_features_1h",
+    grain="one sensor x one 1-hour window",
+    doc="Per-sensor statistics of each 1-hour tumbling window, for shift and day views without scanning "
+        "raw readings. Computed by the stream from the same samples as sensor_features_1m (late samples "
+        "excluded); SPC is charted on the 1-minute windows only.",
+    schema=pa.schema([
+        _col("sensor_id", pa.string(), "Sensor id as in the asset model.", nullable=False),
+        *_window(),
+        _col("count", pa.int64(), "Number of samples in the window.", nullable=False),
+        _col("mean", pa.float64(), "Mean of the samples."),
+        _col("std", pa.float64(), "Sample standard deviation; null below 2 samples."),
+        _col("min", pa.float64(), "Smallest sample."),
+        _col("max", pa.float64(), "Largest sample."),
+        _col("last", pa.float64(), "Latest sample by event time."),
+        _col("out_of_spec", pa.int64(), "Samples outside the sensor's spec limits (lsl, usl)."),
+        *_enrichment(),
+        _date("window_start"),
+    ]),
+    date_from="window_start",
+    sort_key=("sensor_id", "window_start"),
+)
+
 QUALITY_FEATURES = TableSpec(
     name="quality_features",
     grain="one line x one stage x one window",
@@ -307,6 +330,7 @@ SENSORS = TableSpec(
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
-    for t in (READINGS, PRODUCTION_EVENTS, SENSORS, SENSOR_FEATURES_1M, QUALITY_FEATURES, ENERGY_FEATURES,
+    for t in (READINGS, PRODUCTION_EVENTS, SENSORS, SENSOR_FEATURES_1M, SENSOR_FEATURES_1H, QUALITY_FEATURES,
+              ENERGY_FEATURES,
               SENSOR_HEALTH, DEAD_LETTERS)
 }

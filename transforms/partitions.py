@@ -226,8 +226,8 @@ def _ms_ts(arr: np.ndarray) -> pa.Array:
 class ReadingsPartition(_Partition):
     """One partition of ``plant.readings.v1``: raw readings, window features, SPC, health, energy."""
 
-    TABLES = (T.READINGS, T.SENSOR_FEATURES_1M, T.SENSOR_HEALTH, T.ENERGY_FEATURES)
-    FEATURE_TABLES = frozenset({"sensor_features_1m", "sensor_health", "energy_features"})
+    TABLES = (T.READINGS, T.SENSOR_FEATURES_1M, T.SENSOR_FEATURES_1H, T.SENSOR_HEALTH, T.ENERGY_FEATURES)
+    FEATURE_TABLES = frozenset({"sensor_features_1m", "sensor_features_1h", "sensor_health", "energy_features"})
 
     def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings,
                  assets: Mapping[str, AssetEntry], refresh_assets: Callable[[], None] | None = None):
@@ -245,6 +245,7 @@ class ReadingsPartition(_Partition):
             "param": np.empty(0, dtype=object),
             "unit": np.empty(0, dtype=object),
             "windows": F.WindowStats(table, s.window_ms, s.lateness_ms),
+            "windows_long": F.WindowStats(table, s.long_window_ms, s.lateness_ms),
             "health": F.SensorHealth(table, s.window_ms, s.lateness_ms),
             "energy": F.EnergyWindows(table, s.window_ms, s.lateness_ms),
             "spc": F.SpcState(table),
@@ -324,6 +325,8 @@ class ReadingsPartition(_Partition):
             ok = ~late
             k_ok, t_ok, v_ok = keys[ok], ts[ok], val[ok]
             win = st["windows"].push(k_ok, t_ok, v_ok)
+            # Not late for its 1-minute window means not late for the (aligned, longer) hour either.
+            self._add_window_rows(st["windows_long"].push(k_ok, t_ok, v_ok).rows, long=True)
             health = st["health"].push(k_ok, t_ok, v_ok)
             meters = table.is_energy_meter[k_ok]
             energy = st["energy"].push(k_ok[meters], t_ok[meters], v_ok[meters]) if meters.any() else None
@@ -338,6 +341,7 @@ class ReadingsPartition(_Partition):
                 self._add_energy_rows(energy.rows)
         if final:
             self._add_window_rows(st["windows"].flush_all().rows)
+            self._add_window_rows(st["windows_long"].flush_all().rows, long=True)
             self._add_health_rows(st["health"].flush_all().rows)
             self._add_energy_rows(st["energy"].flush_all().rows)
 
@@ -380,11 +384,13 @@ class ReadingsPartition(_Partition):
             "src_offset": pa.array(src_off), "src_index": pa.array(src_idx), "late": pa.array(late, pa.bool_()),
         })
 
-    def _add_window_rows(self, rows: F.Columns) -> None:
+    def _add_window_rows(self, rows: F.Columns, long: bool = False) -> None:
         if not len(rows.get("sensor_key", ())):
             return
         st = self.state
-        table: F.SensorTable = st["table"]
+        if long:
+            self.pending["sensor_features_1h"].append(self._window_table(rows, T.SENSOR_FEATURES_1H))
+            return
         spc = st["spc"].push(rows)
         keys = rows["sensor_key"].astype(np.int64)
         n = len(keys)
@@ -400,6 +406,17 @@ class ReadingsPartition(_Partition):
                 for c in spc_cols:
                     v = spc[c][j]
                     joined[c][i] = None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v
+        table_out = self._window_table(rows, T.SENSOR_FEATURES_1M)
+        schema = T.SENSOR_FEATURES_1M.file_schema
+        for c in spc_cols:
+            table_out = table_out.set_column(schema.get_field_index(c), c, pa.array(joined[c], schema.field(c).type))
+        self.pending["sensor_features_1m"].append(table_out)
+
+    def _window_table(self, rows: F.Columns, spec: T.TableSpec) -> pa.Table:
+        """Window statistics as a table of ``spec``'s file schema (SPC columns null), enriched."""
+        st = self.state
+        table: F.SensorTable = st["table"]
+        keys = rows["sensor_key"].astype(np.int64)
         out = {
             "sensor_id": pa.array(rows["sensor_id"], pa.string()),
             "window_start": _ms_ts(rows["window_start"]), "window_end": _ms_ts(rows["window_end"]),
@@ -407,13 +424,12 @@ class ReadingsPartition(_Partition):
             **{c: pa.array(rows[c], pa.float64(), from_pandas=True) for c in ("mean", "std", "min", "max", "last")},
             "out_of_spec": pa.array(rows["out_of_spec"], pa.int64()),
         }
-        schema = T.SENSOR_FEATURES_1M.file_schema
-        for c in spc_cols:
-            out[c] = pa.array(joined[c], schema.field(c).type)
         for c, arr in (("site", table.site), ("line", table.line), ("station", table.station),
                        ("stage", table.stage), ("parameter", st["param"]), ("unit", st["unit"])):
             out[c] = pa.array(arr[keys], pa.string())
-        self.pending["sensor_features_1m"].append(pa.table(out))
+        schema = spec.file_schema
+        n = len(keys)
+        return pa.table([out[f.name] if f.name in out else pa.nulls(n, f.type) for f in schema], schema=schema)
 
     def _add_health_rows(self, rows: F.Columns) -> None:
         if not len(rows.get("sensor_key", ())):

@@ -88,6 +88,8 @@ _EXAMPLES = {
     "sensor_features_1m": "SELECT sensor_id, window_start, mean, ewma, ewma_ucl, ewma_lcl, cpk\nFROM sensor_features_1m\n"
                           "WHERE parameter = 'areal_loading' AND ewma_alarm\n"
                           "ORDER BY window_start DESC LIMIT 20;",
+    "sensor_features_1h": "SELECT sensor_id, window_start, mean, min, max, out_of_spec\nFROM sensor_features_1h\n"
+                          "WHERE station = 'L1-coat-c' AND date = current_date\nORDER BY sensor_id, window_start;",
     "quality_features": "SELECT line, stage, sum(good) / nullif(sum(good) + sum(scrapped), 0) AS yield\n"
                         "FROM quality_features\nWHERE date = current_date\nGROUP BY line, stage;",
     "energy_features": "SELECT stage, sum(kwh) AS kwh\nFROM energy_features\n"

@@ -15,6 +15,8 @@ EXPECTED_COLUMNS = {
                            "last", "out_of_spec", "ewma", "ewma_ucl", "ewma_lcl", "ewma_alarm", "cusum_pos",
                            "cusum_neg", "cusum_alarm", "we_rule1", "we_rule2", "we_rule3", "we_rule4", "cp",
                            "cpk", "pp", "ppk", "site", "line", "station", "stage", "parameter", "unit", "date"],
+    "sensor_features_1h": ["sensor_id", "window_start", "window_end", "count", "mean", "std", "min", "max",
+                           "last", "out_of_spec", "site", "line", "station", "stage", "parameter", "unit", "date"],
     "quality_features": ["window_start", "window_end", "site", "line", "stage", "units_in", "units_out", "good",
                          "scrapped", "yield", "first_pass_yield", "grade_a", "grade_b", "grade_c",
                          "scrap_by_reason", "date"],
@@ -28,8 +30,8 @@ EXPECTED_COLUMNS = {
 
 
 def test_catalog_holds_every_warehouse_table():
-    assert set(TABLES) == {"readings", "production_events", "sensors", "sensor_features_1m", "quality_features",
-                           "energy_features", "sensor_health", "dead_letters"}
+    assert set(TABLES) == {"readings", "production_events", "sensors", "sensor_features_1m", "sensor_features_1h",
+                           "quality_features", "energy_features", "sensor_health", "dead_letters"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COLUMNS))

@@ -111,13 +111,15 @@ def test_lake_row_counts_equal_what_was_produced(filled, drained):
     assert con.execute("SELECT count(*) FROM readings WHERE stage IS NULL OR unit IS NULL").fetchone()[0] == 0
 
 
-def test_window_features_equal_sql_recomputation(drained):
+@pytest.mark.parametrize("table, width, at_least", [("sensor_features_1m", "1 MINUTE", 1000),
+                                                    ("sensor_features_1h", "1 HOUR", 1000)])
+def test_window_features_equal_sql_recomputation(drained, table, width, at_least):
     con = _con(drained)
-    emitted = con.execute("SELECT count(*) FROM sensor_features_1m").fetchone()[0]
-    assert emitted > 1000
-    mismatches = con.execute("""
+    emitted = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    assert emitted > at_least
+    mismatches = con.execute(f"""
         WITH raw AS (
-            SELECT r.sensor_id, time_bucket(INTERVAL 1 MINUTE, r.ts) AS window_start, r.value, r.ts,
+            SELECT r.sensor_id, time_bucket(INTERVAL {width}, r.ts) AS window_start, r.value, r.ts,
                    r.src_partition, r.src_offset, r.src_index, s.lsl, s.usl
             FROM readings r JOIN sensors s USING (sensor_id) WHERE NOT r.late),
         recomputed AS (
@@ -128,7 +130,7 @@ def test_window_features_equal_sql_recomputation(drained):
             FROM raw GROUP BY ALL)
         SELECT f.sensor_id, f.window_start, f.count, r.n, f.mean, r.mean, f.std, r.sd, f.last, r.last,
                f.out_of_spec, r.oos
-        FROM sensor_features_1m f LEFT JOIN recomputed r USING (sensor_id, window_start)
+        FROM {table} f LEFT JOIN recomputed r USING (sensor_id, window_start)
         WHERE r.n IS NULL OR f.count <> r.n OR f.out_of_spec <> r.oos
            OR abs(f.mean - r.mean) > 1e-9 * greatest(1, abs(r.mean))
            OR abs(coalesce(f.std, 0) - coalesce(r.sd, 0)) > 1e-6 * greatest(1, abs(r.sd))
