@@ -91,6 +91,21 @@ def _window() -> list[pa.Field]:
     ]
 
 
+def _window_stats() -> list[pa.Field]:
+    """The per-sensor window statistics shared by the 1-minute and the 1-hour tables."""
+    return [
+        _col("sensor_id", pa.string(), "Sensor id as in the asset model.", nullable=False),
+        *_window(),
+        _col("count", pa.int64(), "Number of samples in the window.", nullable=False),
+        _col("mean", pa.float64(), "Mean of the samples."),
+        _col("std", pa.float64(), "Sample standard deviation; null below 2 samples."),
+        _col("min", pa.float64(), "Smallest sample."),
+        _col("max", pa.float64(), "Largest sample."),
+        _col("last", pa.float64(), "Latest sample by event time."),
+        _col("out_of_spec", pa.int64(), "Samples outside the sensor's spec limits (lsl, usl)."),
+    ]
+
+
 READINGS = TableSpec(
     name="readings",
     grain="one sample of one sensor",
@@ -170,15 +185,7 @@ SENSOR_FEATURES_1M = TableSpec(
     doc="Per-sensor statistics of each 1-minute tumbling window. The SPC columns are filled only for "
         "critical-to-quality (CTQ) sensors and are null for all others.",
     schema=pa.schema([
-        _col("sensor_id", pa.string(), "Sensor id as in the asset model.", nullable=False),
-        *_window(),
-        _col("count", pa.int64(), "Number of samples in the window.", nullable=False),
-        _col("mean", pa.float64(), "Mean of the samples."),
-        _col("std", pa.float64(), "Sample standard deviation; null below 2 samples."),
-        _col("min", pa.float64(), "Smallest sample."),
-        _col("max", pa.float64(), "Largest sample."),
-        _col("last", pa.float64(), "Latest sample by event time."),
-        _col("out_of_spec", pa.int64(), "Samples outside the sensor's spec limits (lsl, usl)."),
+        *_window_stats(),
         *(_col(name, type_, f"CTQ only: {text}") for name, type_, text in _SPC),
         *_enrichment(),
         _date("window_start"),
@@ -194,15 +201,7 @@ SENSOR_FEATURES_1H = TableSpec(
         "raw readings. Computed by the stream from the same samples as sensor_features_1m (late samples "
         "excluded); SPC is charted on the 1-minute windows only.",
     schema=pa.schema([
-        _col("sensor_id", pa.string(), "Sensor id as in the asset model.", nullable=False),
-        *_window(),
-        _col("count", pa.int64(), "Number of samples in the window.", nullable=False),
-        _col("mean", pa.float64(), "Mean of the samples."),
-        _col("std", pa.float64(), "Sample standard deviation; null below 2 samples."),
-        _col("min", pa.float64(), "Smallest sample."),
-        _col("max", pa.float64(), "Largest sample."),
-        _col("last", pa.float64(), "Latest sample by event time."),
-        _col("out_of_spec", pa.int64(), "Samples outside the sensor's spec limits (lsl, usl)."),
+        *_window_stats(),
         *_enrichment(),
         _date("window_start"),
     ]),
