@@ -207,14 +207,8 @@ class IngestRun:
                 # it is, the reason a frame holding it gets
                 self._dead(payload, ContractError(Reason.NON_FINITE, f"value of {sid!r} is NaN or infinite"), now)
                 continue
-            try:
-                reading = decode_reading_message(payload)
-                assert isinstance(reading, Reading)
-                self.validator.check_reading(reading, now)
-            except ContractError as err:
-                self._dead(payload, err, now)
-                continue
-            send(sid, payload)
+            if self._edge_ok(payload, now):
+                send(sid, payload)
 
     def emit_events(self, events, now: datetime) -> None:
         for ev in events:
@@ -233,14 +227,19 @@ class IngestRun:
         entry = self.plant.sensors[self._fault_n % len(self.plant.sensors)]
         self._fault_n += 1
         payload = faulty_payload(kind, entry.sensor_id, entry.unit, now, self._fault_n)
+        if self._edge_ok(payload, now):
+            raise AssertionError(f"fault {kind} passed validation")  # a fault that passes is a validator bug
+
+    def _edge_ok(self, payload: bytes, now: datetime) -> bool:
+        """Check one single-reading message at the edge; a refused one is dead-lettered here."""
         try:
             reading = decode_reading_message(payload)
             assert isinstance(reading, Reading)
             self.validator.check_reading(reading, now)
         except ContractError as err:
             self._dead(payload, err, now)
-            return
-        raise AssertionError(f"fault {kind} passed validation")  # a fault that passes is a validator bug
+            return False
+        return True
 
 
 def _iso_ms(ms: int) -> str:
