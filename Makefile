@@ -11,9 +11,8 @@ UV_VERSION := 0.13.8
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	@command -v java >/dev/null || { echo "java not found: apt-get install -y openjdk-17-jre-headless"; exit 1; }
-	@command -v mvn >/dev/null || { echo "mvn not found: apt-get install -y maven"; exit 1; }
+$(STAMP): pyproject.toml constraints.txt infra/system-deps.sh
+	@bash infra/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e '.[dev,bench]'
