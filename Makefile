@@ -42,6 +42,8 @@ broker-stop: $(STAMP) ## Stop the local broker
 
 bench: $(STAMP) ## Run every benchmark (see docs/BENCHMARKS.md)
 	$(BIN)/gigapulse bench ingest
+	$(BIN)/gigapulse bench stream
+	$(BIN)/gigapulse bench freshness
 
 clean: ## Remove local data (var/), keep the venv and the Kafka cache
 	rm -rf var

@@ -113,7 +113,10 @@ def fetch_jars(settings: BrokerSettings, quiet: bool = True) -> Path:
 
 def _cluster_id() -> str:
     """A KRaft cluster id: a random UUID as 22 characters of unpadded base64url."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cid.startswith("-"):  # the storage tool would read a leading '-' as an option
+            return cid
 
 
 def server_properties(settings: BrokerSettings) -> str:

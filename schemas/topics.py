@@ -36,6 +36,7 @@ EVENTS = "plant.events.v1"
 ASSETS = "plant.assets.v1"
 DLQ = "plant.dlq.v1"
 FEATURES_SENSOR_1M = "features.sensor_1m.v1"
+FEATURES_SENSOR_1H = "features.sensor_1h.v1"
 FEATURES_SPC = "features.spc.v1"
 FEATURES_QUALITY = "features.quality.v1"
 FEATURES_ENERGY = "features.energy.v1"
@@ -56,6 +57,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               "Refused messages with their original bytes, source position and reason."),
     TopicSpec(FEATURES_SENSOR_1M, 3, "delete", 7 * DAY_MS, "sensor id", "sensor window features (JSON)",
               "Per-sensor tumbling-window statistics."),
+    TopicSpec(FEATURES_SENSOR_1H, 3, "delete", 30 * DAY_MS, "sensor id", "sensor window features (JSON)",
+              "Per-sensor 1-hour tumbling-window statistics."),
     TopicSpec(FEATURES_SPC, 3, "delete", 7 * DAY_MS, "sensor id", "SPC features (JSON)",
               "EWMA, CUSUM, Western Electric violations, Cpk/Ppk per critical-to-quality parameter."),
     TopicSpec(FEATURES_QUALITY, 1, "delete", 30 * DAY_MS, "line/stage", "quality window (JSON)",

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_TOPICS = {
     "sensor_features_1m": (topics.FEATURES_SENSOR_1M, ("sensor_id",)),
+    "sensor_features_1h": (topics.FEATURES_SENSOR_1H, ("sensor_id",)),
     "sensor_health": (topics.FEATURES_SENSOR_HEALTH, ("sensor_id",)),
     "energy_features": (topics.FEATURES_ENERGY, ("station",)),
     "quality_features": (topics.FEATURES_QUALITY, ("line", "stage")),

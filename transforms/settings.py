@@ -39,7 +39,7 @@ class StreamSettings(BaseSettings):
     window_ms: int = Field(60_000, ge=1_000, description="Tumbling window width for features.")
     long_window_ms: int = Field(3_600_000, ge=60_000, description="Width of the long windows (sensor_features_1h).")
     lateness_ms: int = Field(5_000, ge=0, description="Allowed lateness behind the watermark.")
-    flush_seconds: float = Field(1.0, gt=0, description="Checkpoint (write Parquet, commit) at least this often.")
+    flush_seconds: float = Field(0.5, gt=0, description="Checkpoint (write Parquet, commit) at least this often.")
     flush_rows: int = Field(500_000, ge=1, description="Checkpoint when this many readings are buffered.")
     microbatch_rows: int = Field(20_000, ge=1, description="Readings decoded before features are computed.")
     publish_features: bool = Field(True, description="Also publish features to the features.*.v1 topics.")

@@ -68,8 +68,10 @@ def filled(tmp_path_factory):
 
 
 def _env(settings: BrokerSettings, data_dir: Path, group: str, **extra: str) -> dict[str, str]:
-    return dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=settings.bootstrap, GIGAPULSE_DATA_DIR=str(data_dir),
-                GIGAPULSE_STREAM_GROUP_ID=group, GIGAPULSE_STREAM_PUBLISH_FEATURES="false", **extra)
+    env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=settings.bootstrap, GIGAPULSE_DATA_DIR=str(data_dir),
+               GIGAPULSE_STREAM_GROUP_ID=group, GIGAPULSE_STREAM_PUBLISH_FEATURES="false")
+    env.update(extra)
+    return env
 
 
 def _con(data_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -90,7 +92,8 @@ def drained(filled):
     """One worker drained the topics into a lake."""
     settings, summaries, tmp = filled
     data = tmp / "single"
-    _cli("stream", "--drain", env=_env(settings, data, "g-single"))
+    # this one also publishes every feature table to its features.*.v1 topic
+    _cli("stream", "--drain", env=_env(settings, data, "g-single", GIGAPULSE_STREAM_PUBLISH_FEATURES="true"))
     return data
 
 
