@@ -170,6 +170,13 @@ class _Partition:
         """False for a message already made durable by an earlier checkpoint (skip it)."""
         return offset >= self.next_offset
 
+    def _take(self, offset: int) -> bool:
+        """Note a message as part of the next checkpoint; False if an earlier one already holds it."""
+        if not self.accepts(offset):
+            return False
+        self._note_offset(offset)
+        return True
+
     def _note_offset(self, offset: int) -> None:
         if self.first_offset is None:
             self.first_offset = offset
@@ -275,9 +282,8 @@ class ReadingsPartition(_Partition):
 
     def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
         """Decode one message; a bad one becomes a dead-letter row (never an exception)."""
-        if not self.accepts(offset):
+        if not self._take(offset):
             return
-        self._note_offset(offset)
         try:
             msg = decode_reading_message(payload)
             if isinstance(msg, Reading):
@@ -501,9 +507,8 @@ class EventsPartition(_Partition):
 
     def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
         """Decode one event; a bad one becomes a dead-letter row."""
-        if not self.accepts(offset):
+        if not self._take(offset):
             return
-        self._note_offset(offset)
         try:
             ev = decode_event(payload)
         except ContractError as err:
@@ -564,9 +569,8 @@ class DeadLettersPartition(_Partition):
 
     def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
         """Land one dead letter; one that is itself unreadable is kept with reason not_json."""
-        if not self.accepts(offset):
+        if not self._take(offset):
             return
-        self._note_offset(offset)
         try:
             dl = decode_dead_letter(payload)
             row = {"reason": dl.reason.value, "detail": dl.detail, "stage": dl.stage,

@@ -17,7 +17,6 @@ from ingestion.validation import EdgeValidator
 from schemas import topics
 from schemas.asset_model import load_plant
 from schemas.contracts import (
-    ContractError,
     DecodedFrame,
     ProductionEvent,
     Reading,
@@ -28,6 +27,7 @@ from schemas.contracts import (
     encode,
     encode_frame_arrays,
 )
+from tests.ingestion.test_ingest_integration import edge_reason
 
 NOW = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -66,22 +66,12 @@ def test_parse_speed_refuses(text):
 
 # --------------------------------------------------------------------------- fault payloads
 
-def _edge_reason(payload: bytes, validator: EdgeValidator, now: datetime) -> str | None:
-    try:
-        msg = decode_reading_message(payload)
-        assert isinstance(msg, Reading)
-        validator.check_reading(msg, now)
-    except ContractError as err:
-        return err.reason.value
-    return None
-
-
 @pytest.mark.parametrize("plant_name", ["reference", "legacy"])
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_every_fault_kind_is_refused_with_its_reason_for_every_sensor(plant_name, kind):
     plant = load_plant(plant_name)
     validator = EdgeValidator(plant.by_id)
-    reasons = Counter(_edge_reason(faulty_payload(kind, e.sensor_id, e.unit, NOW, n), validator, NOW)
+    reasons = Counter(edge_reason(faulty_payload(kind, e.sensor_id, e.unit, NOW, n), validator, NOW)
                       for n, e in enumerate(plant.sensors, start=1))
     assert reasons == {kind: len(plant.sensors)}
 
