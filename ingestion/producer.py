@@ -9,13 +9,12 @@ anything failed, so no caller can finish "successfully" after losing data.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
-from kafka.partitioner.default import DefaultPartitioner, murmur2
+from kafka.partitioner.default import DefaultPartitioner
 
 from ingestion.settings import ProducerSettings
 from schemas import topics
@@ -51,11 +50,6 @@ def use_compiled_crc32c() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=65_536)
-def _key_hash(key: bytes) -> int:
-    return murmur2(key) & 0x7FFFFFFF
-
-
 class KeyHashPartitioner(DefaultPartitioner):
     """kafka-python's default partitioner with each key's murmur2 hash computed once.
 
@@ -69,8 +63,7 @@ class KeyHashPartitioner(DefaultPartitioner):
         parts = cluster.partitions_for_topic(topic) if serialized_key is not None else None
         if not parts:  # no key, or a topic the metadata lacks: the default says what to do
             return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
-        all_partitions = sorted(parts)
-        return all_partitions[_key_hash(bytes(serialized_key)) % len(all_partitions)]
+        return topics.key_partition(serialized_key, parts)
 
 
 class ProduceError(RuntimeError):

@@ -6,6 +6,8 @@ counts are the unit of stream parallelism: one worker process per partition at m
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 DAY_MS = 24 * 3600 * 1000
@@ -70,3 +72,46 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of a record key (as the Java client computes it), unsigned 32-bit."""
+    length = len(data)
+    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
+    h = seed ^ length
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    tail = length % 4
+    if tail:
+        rest = data[length - tail:]
+        if tail >= 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+@functools.lru_cache(maxsize=65_536)
+def key_hash(key: bytes) -> int:
+    """The non-negative murmur2 of a key, computed once per key: keys repeat (gateways, sensors, lines)."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def key_partition(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner gives ``key``: its hash modulo the sorted partitions.
+
+    Every producer of the platform places keyed records this way, so a key lands where the Java
+    client, kafka-python and aiokafka would put it and keyed order holds whichever of them wrote it.
+    """
+    ordered = sorted(partitions)
+    return ordered[key_hash(bytes(key)) % len(ordered)]

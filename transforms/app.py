@@ -14,18 +14,20 @@ lake checkpoint has reached them (whichever worker of the group wrote it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
-from faust.types import TP
 
 from schemas import topics
 from schemas.contracts import AssetEntry, DeadLetter, decode_asset, encode
+from schemas.topics import key_partition
 from transforms.partitions import (
     DeadLettersPartition,
     EventsPartition,
@@ -48,13 +50,37 @@ FEATURE_TOPICS = {
 
 @dataclass
 class WorkerStats:
-    """Counters for logs and the end-of-drain summary."""
+    """Counters for the periodic progress log and the end-of-run summary."""
 
     messages: int = 0
-    readings: int = 0
     checkpoints: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    log_every_s: float = 30.0
+    #: Intake lag (now minus the Kafka timestamp) of the messages since the last progress line.
+    lags: list[float] = field(default_factory=list)
+    _logged_at: float = field(default_factory=time.monotonic)
+    _logged_messages: int = 0
+    _logged_rows: int = 0
+
+    def note(self, kafka_ts_s: float) -> None:
+        self.messages += 1
+        if len(self.lags) < 100_000:
+            self.lags.append(time.time() - kafka_ts_s)
+
+    def maybe_log(self, in_flight: int) -> None:
+        """One INFO line per interval: throughput, intake lag and the writer's queue, for operators."""
+        now = time.monotonic()
+        span = now - self._logged_at
+        if span < self.log_every_s:
+            return
+        rows = self.rows.get("readings", 0)
+        lags = sorted(self.lags)
+        lag = (f"intake lag p50 {lags[len(lags) // 2]:.2f}s max {lags[-1]:.2f}s" if lags else "idle")
+        log.info("%.0f messages/s, %.0f readings/s landed, %s, %d checkpoint(s) in flight",
+                 (self.messages - self._logged_messages) / span, (rows - self._logged_rows) / span, lag, in_flight)
+        self._logged_at, self._logged_messages, self._logged_rows = now, self.messages, rows
+        self.lags = []
 
 
 def load_assets(bootstrap: str, timeout_s: float = 10.0) -> dict[str, AssetEntry]:
@@ -99,6 +125,60 @@ def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
         consumer.close()
 
 
+class FeaturePublisher:
+    """Feature rows to the features.*.v1 topics, one record batch per topic partition.
+
+    A checkpoint emits thousands of feature rows at once (a closed minute of every sensor); sending
+    them one ``send`` at a time costs tens of microseconds each on the event loop. Grouping them by
+    partition (the default partitioner's choice for each key, so per-key order holds) into record
+    batches costs a fraction of that. :meth:`publish` returns once the broker has every row
+    (``acks=all``), so a checkpoint commits only after its features are out: at-least-once.
+    """
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self._producer = None
+        self._partitions: dict[str, list[int]] = {}
+
+    async def _started(self):
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
+
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap.split(","), acks="all",
+                                        compression_type="zstd", max_batch_size=1_048_576, linger_ms=5,
+                                        client_id="gigapulse-features")
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def publish(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        if not messages:
+            return
+        producer = await self._started()
+        parts = self._partitions.get(topic)
+        if parts is None:
+            parts = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in messages:
+            by_partition.setdefault(key_partition(key, parts), []).append((key, value))
+        deliveries = []
+        for partition, rows in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in rows:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a feature row of {len(value):,} bytes exceeds the batch size")
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+
 def topic_key(letter: DeadLetter) -> bytes:
     """Dead letters are keyed by the topic they came from."""
     return (letter.source_topic or letter.stage).encode()
@@ -128,11 +208,9 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     )
     readings = app.topic(readings_topic, value_serializer="raw", key_serializer="raw")
     events = app.topic(events_topic, value_serializer="raw", key_serializer="raw")
-    feature_topics = {name: app.topic(t, value_serializer="raw", key_serializer="raw")
-                      for name, (t, _) in FEATURE_TOPICS.items()}
     dlq = app.topic(dlq_topic, value_serializer="raw", key_serializer="raw")
-    stats = WorkerStats()
-    parts: dict[tuple[str, int], ReadingsPartition | EventsPartition] = {}
+    stats = WorkerStats(log_every_s=settings.log_every_s)
+    parts: dict[tuple[str, int], ReadingsPartition | EventsPartition | DeadLettersPartition] = {}
     unacked: dict[tuple[str, int], list] = {}
     streams: dict[str, faust.Stream] = {}
     targets: dict[tuple[str, int], int] = {}
@@ -141,14 +219,23 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         targets.update(end_offsets(bootstrap, [readings_topic, events_topic, dlq_topic]))
         log.info("draining to the end offsets of %d partitions", len(targets))
     refreshed = [0.0]
-    inflight = [0]
+    owned: set[tuple[str, int]] = set()  # this worker's assignment, kept by the rebalance signals
+    # One writer thread: checkpoints are written in the order they were prepared, and pyarrow's
+    # encoding, compression and fsyncs run there without the GIL while the loop decodes on.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gigapulse-lake")
+    in_flight: dict[asyncio.Task, tuple[str, int]] = {}
+    last_task: dict[tuple[str, int], asyncio.Task] = {}
+    publisher = FeaturePublisher(bootstrap) if settings.publish_features else None
     app.gigapulse_stats = stats  # for the CLI summary
+    app.gigapulse_error = None  # set when a checkpoint failed: the worker stops and exits non-zero
 
-    def assigned(topic: str, partition: int) -> bool:
-        try:
-            return TP(topic, partition) in app.consumer.assignment()
-        except Exception:  # noqa: BLE001 - before the consumer exists, nothing is assigned
-            return False
+    def fail(exc: BaseException) -> None:
+        """Stop the worker on a failed checkpoint: going on would only pile up work it cannot commit."""
+        if app.gigapulse_error is None:
+            app.gigapulse_error = exc
+            log.error("checkpoint failed, stopping the worker (a restart resumes from the lake): %s", exc,
+                      exc_info=exc)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def partition_for(topic: str, partition: int):
         key = (topic, partition)
@@ -166,37 +253,58 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         return p
 
     async def send_dead_letters(letters: list[DeadLetter]) -> None:
-        """Sent before the acks: a crash here repeats a letter (at-least-once), never loses it."""
+        """Sent and delivered before the commit point: a crash repeats a letter, never loses it."""
         for letter in letters:
             fut = await dlq.send(key=topic_key(letter), value=encode(letter))
-            if drain:
-                meta = await fut  # the drain also waits until this letter is landed in the lake
+            meta = await fut
+            if drain:  # the drain also waits until this letter is landed in the lake
                 k = (dlq_topic, meta.partition)
                 targets[k] = max(targets.get(k, 0), meta.offset + 1)
 
     async def checkpoint(key: tuple[str, int], final: bool = False) -> None:
+        """Close the partition's batch now and have it written, published and acknowledged in the background."""
         p = parts[key]
-        result = p.checkpoint(final=final)
-        pending = unacked[key]
-        unacked[key] = []
-        if result is None:
+        job = p.prepare(final=final)
+        events, unacked[key] = unacked[key], []
+        if job is None:
+            return
+        while len(in_flight) >= settings.checkpoints_in_flight:
+            # Backpressure: the loop prepares batches no faster than the writer thread lands them.
+            await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.ensure_future(land(key, job, events, last_task.get(key)))
+        in_flight[task] = key
+        last_task[key] = task
+        task.add_done_callback(lambda t: in_flight.pop(t, None))
+
+    async def land(key: tuple[str, int], job, events: list, previous: asyncio.Task | None) -> None:
+        """Lake files, then dead letters and feature rows delivered, then the commit point, then acks."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(writer, job.write_files)
+            result = job.result
+            await send_dead_letters(result.dead_letters)
+            if publisher is not None:
+                for name, table in result.features.items():
+                    await publisher.publish(FEATURE_TOPICS[name][0], feature_messages(table, FEATURE_TOPICS[name][1]))
+            if previous is not None:
+                await asyncio.wait([previous])  # commit points of a partition go in order
+            await loop.run_in_executor(writer, job.commit)
+        except Exception as exc:  # noqa: BLE001 - any failure here must stop the worker, not one agent
+            job.owner.failed = job.owner.failed or exc
+            fail(exc)
             return
         stats.checkpoints += 1
-        inflight[0] += 1  # the drain must not finish while letters are on their way to the DLQ
-        try:
-            await send_dead_letters(result.dead_letters)
-        finally:
-            inflight[0] -= 1
         for name, n in result.rows.items():
             stats.rows[name] = stats.rows.get(name, 0) + n
-        if settings.publish_features:
-            for name, table in result.features.items():
-                topic, key_cols = FEATURE_TOPICS[name]
-                for k, v in feature_messages(table, key_cols):
-                    await feature_topics[name].send(key=k, value=v)
         stream = streams[key[0]]
-        for event in pending:
+        for event in events:
             await stream.ack(event)
+
+    async def settle(keys: set[tuple[str, int]] | None = None) -> None:
+        """Wait for the in-flight checkpoints (of ``keys``, or all) to be committed and acknowledged."""
+        waiting = [t for t, k in list(in_flight.items()) if keys is None or k in keys]
+        if waiting:
+            await asyncio.wait(waiting)
 
     def refresh_assets() -> None:
         """Re-read the asset topic when an unknown sensor shows up, at most every 5 s."""
@@ -207,20 +315,25 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     async def consume(stream, topic: str) -> None:
         streams[topic] = stream
         async for event in stream.events():
+            if app.gigapulse_error is not None:
+                continue  # stopping: nothing more may be committed
             msg = event.message
             key = (msg.topic, msg.partition)
-            if not assigned(*key):
+            if key not in owned:
                 continue  # revoked while buffered: the new owner redoes it from the checkpoint
-            p = partition_for(*key)
-            if not p.accepts(msg.offset):
-                await stream.ack(event)
-                continue
-            p.add(msg.offset, int(msg.timestamp * 1000), msg.value)
-            unacked[key].append(event)
-            stats.messages += 1
-            final = drain and msg.offset + 1 >= targets.get(key, 0)
-            if final or p.buffered_rows >= settings.flush_rows:
-                await checkpoint(key, final=final)
+            try:
+                p = partition_for(*key)
+                if not p.accepts(msg.offset):
+                    await stream.ack(event)
+                    continue
+                p.add(msg.offset, int(msg.timestamp * 1000), msg.value)
+                unacked[key].append(event)
+                stats.note(msg.timestamp)
+                final = drain and msg.offset + 1 >= targets.get(key, 0)
+                if final or p.buffered_rows >= settings.flush_rows:
+                    await checkpoint(key, final=final)
+            except Exception as exc:  # noqa: BLE001 - a bug must stop the worker, not silently one agent
+                fail(exc)
 
     @app.agent(readings, name="compute_reading_features")
     async def compute_reading_features(stream):
@@ -237,28 +350,58 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         """Land every dead letter (edge, replay and stream rejects) in the lake's dead_letters table."""
         await consume(stream.noack(), dlq_topic)
 
-    @app.timer(0.2)
+    @app.timer(0.1)
     async def flush_due_partitions():
         """Checkpoint partitions whose flush interval has passed (bounds freshness)."""
-        for key, p in list(parts.items()):
-            if p.due():
-                await checkpoint(key)
+        if app.gigapulse_error is not None:
+            return
+        try:
+            for key, p in list(parts.items()):
+                if len(in_flight) >= settings.checkpoints_in_flight:
+                    break  # the writer is busy: due partitions go on the next tick, the timer never waits
+                if p.due():
+                    await checkpoint(key)
+        except Exception as exc:  # noqa: BLE001 - see consume
+            fail(exc)
+            return
+        stats.maybe_log(len(in_flight))
         if drain and targets and _drained():
             log.info("drain complete: every partition's checkpoint reached its end offset")
             os.kill(os.getpid(), signal.SIGTERM)
 
     def _drained() -> bool:
-        return not inflight[0] and all(committed_next_offset(lake_root, t, part) >= end for (t, part), end in targets.items())
+        return not in_flight and all(committed_next_offset(lake_root, t, part) >= end
+                                     for (t, part), end in targets.items())
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001 - signal signature
+        owned.update((tp.topic, tp.partition) for tp in assigned)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):  # noqa: ARG001 - signal signature
-        for tp in revoked:
-            key = (tp.topic, tp.partition)
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        owned.difference_update(keys)
+        # Checkpoints already handed to the writer are finished first, so the new owner resumes
+        # from a lake that no longer changes under it.
+        await settle(keys)
+        for key in keys:
             if parts.pop(key, None) is not None:
                 unacked.pop(key, None)
+                last_task.pop(key, None)
                 log.info("%s[%d]: revoked; unflushed work dropped for the new owner", *key)
 
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app, **kwargs):  # noqa: ARG001 - signal signature
+        await settle()
+        if publisher is not None:
+            await publisher.stop()
+        writer.shutdown(wait=True)
+
     return app
+
+
+class StreamFailed(RuntimeError):
+    """The worker stopped because a checkpoint could not be made durable."""
 
 
 def run_worker(app: faust.App, loglevel: str = "warn") -> None:
@@ -269,3 +412,6 @@ def run_worker(app: faust.App, loglevel: str = "warn") -> None:
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+    error = getattr(app, "gigapulse_error", None)
+    if error is not None:
+        raise StreamFailed(f"the stream worker stopped: a checkpoint failed: {error}") from error

@@ -129,6 +129,78 @@ class CheckpointResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
+class CheckpointFailed(RuntimeError):
+    """A checkpoint of this partition failed earlier: later ones must not commit past it."""
+
+
+class CheckpointJob:
+    """The durable half of a checkpoint: lake files first, then the state file (the commit point).
+
+    Built by :meth:`_Partition.prepare` on the event loop; :meth:`write` may run in a worker
+    thread, where pyarrow encodes, compresses and fsyncs without holding the GIL, so the loop keeps
+    decoding the next batch on the other core. Once one job of a partition fails, every later job of
+    that partition refuses to run: committing a later offset would skip the failed batch's rows.
+    """
+
+    __slots__ = ("owner", "first_offset", "last_offset", "tables", "state", "dead_letters", "result")
+
+    def __init__(self, owner: _Partition, first_offset: int, last_offset: int, tables: dict[str, pa.Table],
+                 state: bytes, dead_letters: list[DeadLetter]):
+        self.owner = owner
+        self.first_offset = first_offset
+        self.last_offset = last_offset
+        self.tables = tables
+        self.state = state
+        self.dead_letters = dead_letters
+        self.result: CheckpointResult | None = None
+
+    def write(self) -> CheckpointResult:
+        """Write the lake files, then commit: the whole checkpoint in the caller's thread."""
+        self.write_files()
+        self.commit()
+        return self.result
+
+    def write_files(self) -> CheckpointResult:
+        """Step 1: the lake files (atomic renames); readers see the rows from here on.
+
+        Until :meth:`commit` they are uncommitted: a crash now makes the next owner delete them and
+        redo the batch. The caller may deliver the dead letters and feature rows in between.
+        """
+        self._check()
+        owner = self.owner
+        first, last = self.first_offset, self.last_offset
+        result = CheckpointResult(owner.topic, owner.partition, first, last, dead_letters=self.dead_letters)
+        try:
+            for name, table in self.tables.items():
+                writer = owner.writers[name]
+                writer.add(owner.topic, owner.partition, first, last, table)
+                writer.flush(owner.topic, owner.partition)
+                result.rows[name] = table.num_rows
+                if name in owner.FEATURE_TABLES:
+                    result.features[name] = table
+        except BaseException as exc:
+            owner.failed = exc
+            raise
+        self.result = result
+        return result
+
+    def commit(self) -> None:
+        """Step 2, the commit point: the partition's state file says the batch is done."""
+        self._check()
+        owner = self.owner
+        try:
+            _write_atomic(checkpoint_path(owner.lake_root, owner.topic, owner.partition), self.state)
+        except BaseException as exc:
+            owner.failed = exc
+            raise
+
+    def _check(self) -> None:
+        failed = self.owner.failed
+        if failed is not None:
+            raise CheckpointFailed(f"{self.owner.topic}[{self.owner.partition}]: an earlier checkpoint failed "
+                                   f"({failed}); restart the worker to resume from the lake") from failed
+
+
 class _Partition:
     """Shared checkpoint mechanics of one source partition."""
 
@@ -147,6 +219,8 @@ class _Partition:
         self.opened_at = time.monotonic()
         self.next_offset = 0
         self.state: dict[str, Any] = {}
+        #: The error of a failed checkpoint write; set, it stops every later write of this partition.
+        self.failed: BaseException | None = None
         self._load()
 
     # ------------------------------------------------------------------ state
@@ -195,33 +269,36 @@ class _Partition:
     def _compute(self, final: bool = False) -> None:
         raise NotImplementedError
 
-    def checkpoint(self, final: bool = False) -> CheckpointResult | None:
-        """Write the lake files, then commit the state; returns None when nothing was pending.
+    def prepare(self, final: bool = False) -> CheckpointJob | None:
+        """Close the current batch: compute it, snapshot the state, and hand back the write to do.
 
+        Runs on the event loop and is cheap (feature arithmetic, one pickle); the returned job does
+        the slow part (Parquet encoding, fsyncs) and may run in another thread while this partition
+        goes on taking messages. Jobs of one partition must be written in the order they were
+        prepared, and a job must not be written after an earlier one failed (see
+        :class:`CheckpointJob`). Returns None when nothing was taken since the previous checkpoint.
         ``final`` also closes every open window (end of a drain).
         """
         if self.first_offset is None:
             return None
         self._compute(final=final)
         first, last = self.first_offset, self.last_offset
-        result = CheckpointResult(self.topic, self.partition, first, last)
-        result.dead_letters, self.dead = self.dead, []
+        tables = {}
         for name, parts in self.pending.items():
-            tables = [t for t in parts if t.num_rows]
-            writer = self.writers[name]
-            if tables:
-                table = pa.concat_tables(tables)
-                writer.add(self.topic, self.partition, first, last, table)
-                writer.flush(self.topic, self.partition)
-                result.rows[name] = table.num_rows
-                if name in self.FEATURE_TABLES:
-                    result.features[name] = table
+            kept = [t for t in parts if t.num_rows]
+            if kept:
+                tables[name] = kept[0] if len(kept) == 1 else pa.concat_tables(kept)
             parts.clear()
-        _write_atomic(checkpoint_path(self.lake_root, self.topic, self.partition),
-                      pickle.dumps({"next_offset": last + 1, "state": self.state}, protocol=5))
+        dead, self.dead = self.dead, []
+        state = pickle.dumps({"next_offset": last + 1, "state": self.state}, protocol=5)
         self.next_offset = last + 1
         self.first_offset = self.last_offset = None
-        return result
+        return CheckpointJob(self, first, last, tables, state, dead)
+
+    def checkpoint(self, final: bool = False) -> CheckpointResult | None:
+        """Prepare and write a checkpoint in the caller's thread; None when nothing was pending."""
+        job = self.prepare(final=final)
+        return None if job is None else job.write()
 
     FEATURE_TABLES: frozenset[str] = frozenset()
 

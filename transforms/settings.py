@@ -43,3 +43,6 @@ class StreamSettings(BaseSettings):
     flush_rows: int = Field(500_000, ge=1, description="Checkpoint when this many readings are buffered.")
     microbatch_rows: int = Field(20_000, ge=1, description="Readings decoded before features are computed.")
     publish_features: bool = Field(True, description="Also publish features to the features.*.v1 topics.")
+    checkpoints_in_flight: int = Field(2, ge=1, le=16, description="Checkpoints being written in the "
+                                       "background before intake waits for the writer (bounds memory).")
+    log_every_s: float = Field(30.0, gt=0, description="Seconds between the worker's INFO progress lines.")

@@ -102,6 +102,67 @@ def test_crash_between_files_and_commit_point_repeats_without_duplicates(tmp_pat
     assert readings.num_rows == _table(tmp_path / "ref", "readings").num_rows
 
 
+def test_pipelined_checkpoints_equal_inline_ones_and_commit_only_at_the_commit_point(tmp_path, plant, messages):
+    """prepare() snapshots a batch; its files and commit point may be written later (as the app's
+    writer thread does) while the partition takes the next messages, with the same lake as inline."""
+    lake = tmp_path / "piped"
+    p = P.ReadingsPartition(TOPIC, 0, lake, _settings(), plant.by_id)
+    jobs = []
+    for i, (off, payload) in enumerate(messages):
+        p.add(off, 0, payload)
+        if (i + 1) % 40 == 0:
+            jobs.append(p.prepare())
+    jobs.append(p.prepare(final=True))
+    assert P.committed_next_offset(lake, TOPIC, 0) == 0  # nothing written yet
+    first = jobs[0]
+    first.write_files()
+    assert _table(lake, "readings").num_rows > 0  # readable before the commit point ...
+    assert P.committed_next_offset(lake, TOPIC, 0) == 0  # ... but not committed
+    first.commit()
+    assert P.committed_next_offset(lake, TOPIC, 0) == first.last_offset + 1
+    for job in jobs[1:]:
+        job.write()
+    assert P.committed_next_offset(lake, TOPIC, 0) == len(messages)
+    _run(tmp_path / "inline", plant, messages, _settings(), checkpoint_every=40)
+    for name in ("readings", "sensor_features_1m", "sensor_health", "energy_features"):
+        a, b = _table(lake, name), _table(tmp_path / "inline", name)
+        assert a.num_rows == b.num_rows > 0, name
+        assert sorted(a.to_pylist(), key=repr) == sorted(b.to_pylist(), key=repr), name
+
+
+def test_a_failed_checkpoint_blocks_every_later_commit_of_its_partition(tmp_path, plant, messages, monkeypatch):
+    lake = tmp_path / "lake"
+    p = P.ReadingsPartition(TOPIC, 0, lake, _settings(), plant.by_id)
+    for off, payload in messages[:30]:
+        p.add(off, 0, payload)
+    broken = p.prepare()
+    for off, payload in messages[30:60]:
+        p.add(off, 0, payload)
+    later = p.prepare()
+
+    def disk_full(*_a, **_k):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(p.writers["readings"], "flush", disk_full)
+    with pytest.raises(OSError):
+        broken.write_files()
+    monkeypatch.undo()
+    # the later batch would commit offset 60 although rows 0..29 never landed: refused
+    with pytest.raises(P.CheckpointFailed, match="earlier checkpoint failed"):
+        later.write()
+    assert P.committed_next_offset(lake, TOPIC, 0) == 0
+    # a restarted worker resumes from the last commit point and lands everything once
+    q = P.ReadingsPartition(TOPIC, 0, lake, _settings(), plant.by_id)
+    for off, payload in messages[:60]:
+        q.add(off, 0, payload)
+    q.checkpoint()
+    readings = _table(lake, "readings")
+    _run(tmp_path / "ref", plant, messages[:60], _settings(), checkpoint_every=1000, final=False)
+    assert readings.num_rows == _table(tmp_path / "ref", "readings").num_rows > 0
+    pairs = list(zip(readings["src_offset"].to_pylist(), readings["src_index"].to_pylist(), strict=True))
+    assert len(pairs) == len(set(pairs)) and max(readings["src_offset"].to_pylist()) == 59
+
+
 def test_bad_messages_become_dead_letters_and_never_raise(tmp_path, plant):
     p = P.ReadingsPartition(TOPIC, 2, tmp_path, _settings(), plant.by_id)
     sid = plant.sensors[0].sensor_id
