@@ -155,6 +155,26 @@ def write_parquet_atomic(path: Path, table: pa.Table, compression: str = "zstd")
     return path
 
 
+def _is_dictionary_of(actual: pa.DataType, logical: pa.DataType) -> bool:
+    """A dictionary column of the logical type: kept as is (Parquet stores it the same way, faster)."""
+    return pa.types.is_dictionary(actual) and actual.value_type == logical
+
+
+def _with_types(schema: pa.Schema, columns: dict[str, pa.ChunkedArray | pa.Array]) -> pa.Schema:
+    """``schema`` with each dictionary-encoded column's field typed as the dictionary (metadata kept)."""
+    fields = [f.with_type(columns[f.name].type) if _is_dictionary_of(columns[f.name].type, f.type) else f
+              for f in schema]
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def _cast_keeping_dictionaries(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast ``table`` to ``schema``, except dictionary columns whose values already have the type."""
+    target = pa.schema([f.with_type(table.schema.field(f.name).type)
+                        if _is_dictionary_of(table.schema.field(f.name).type, f.type) else f for f in schema],
+                       metadata=schema.metadata)
+    return table.cast(target)
+
+
 def _partition_value(value: object) -> str:
     if value is None:
         raise ValueError("a partition column must not be null")
@@ -313,7 +333,8 @@ class LakeWriter:
         columns = {}
         for f in self.schema:
             if f.name in table.column_names:
-                columns[f.name] = pc.cast(table[f.name], f.type)
+                col = table[f.name]
+                columns[f.name] = col if _is_dictionary_of(col.type, f.type) else pc.cast(col, f.type)
             elif f.name == "date" and self.date_from:
                 source = columns.get(self.date_from)
                 if source is None:
@@ -325,7 +346,7 @@ class LakeWriter:
                 raise ValueError(f"{self.table}: required column {f.name!r} is missing")
             if not f.nullable and columns[f.name].null_count:
                 raise ValueError(f"{self.table}: column {f.name!r} must not hold nulls")
-        return pa.Table.from_arrays(list(columns.values()), schema=self.schema)
+        return pa.Table.from_arrays(list(columns.values()), schema=_with_types(self.schema, columns))
 
     # ------------------------------------------------------------------ writing
 
@@ -354,7 +375,7 @@ class LakeWriter:
                 if self.sort_key:
                     # Arrow's sort is stable, so rows equal on the key keep their (replayed) order.
                     part = part.sort_by([(c, "ascending") for c in self.sort_key])
-                part = part.cast(self.file_schema).replace_schema_metadata(meta)
+                part = _cast_keeping_dictionaries(part, self.file_schema).replace_schema_metadata(meta)
                 paths.append(write_parquet_atomic(self._dir(rel) / name, part, self.compression))
             self._high_water[key] = buf.last_offset
         del self._buffers[key]

@@ -320,6 +320,9 @@ class ReadingsPartition(_Partition):
         super().__init__(topic, partition, lake_root, settings)
         self._frames: list[tuple[int, int, DecodedFrame]] = []  # (offset, ingest ms, frame)
         self._rows = 0
+        # Sensor lists already seen (all in the asset model, unit-checked) -> their keys.
+        self._known_lists: dict[tuple[str, ...], np.ndarray] = {}
+        self._dictionaries: tuple[int, dict[str, pa.Array]] | None = None
 
     def _new_state(self) -> dict[str, Any]:
         s = self.settings
@@ -339,6 +342,16 @@ class ReadingsPartition(_Partition):
 
     def _keys(self, sensors: list[str]) -> np.ndarray:
         """Keys of a frame's sensors in this partition's table, adding sensors seen for the first time."""
+        cache_key = tuple(sensors)
+        keys = self._known_lists.get(cache_key)
+        if keys is not None:
+            return keys
+        keys = self._new_keys(sensors)
+        if len(self._known_lists) < 4096:  # gateways repeat their lists; a bound keeps odd senders cheap
+            self._known_lists[cache_key] = keys
+        return keys
+
+    def _new_keys(self, sensors: list[str]) -> np.ndarray:
         table: F.SensorTable = self.state["table"]
         keys = table.keys_of(sensors)
         if (keys < 0).any():
@@ -365,6 +378,13 @@ class ReadingsPartition(_Partition):
             msg = decode_reading_message(payload)
             if isinstance(msg, Reading):
                 msg = _single_as_frame(msg)
+            elif tuple(msg.sensors) in self._known_lists:
+                # A gateway sends the same sensor list frame after frame: checked once, keyed once.
+                self._frames.append((offset, ingest_ms, msg))
+                self._rows += len(msg)
+                if self._rows >= self.settings.microbatch_rows:
+                    self._compute()
+                return
             unknown = [s for s in msg.sensors if s not in self.assets]
             if unknown and self.refresh_assets is not None:
                 self.refresh_assets()  # the model may have grown since start-up (rate-limited by the caller)
@@ -451,18 +471,29 @@ class ReadingsPartition(_Partition):
         current_window = np.where(no_history, 0, seen // width * width)
         return late, current_window
 
-    def _raw_table(self, keys, ts, val, qual, ingest, src_off, src_idx, late) -> pa.Table:
+    def _enrichment(self) -> dict[str, pa.Array]:
+        """The sensor table's text columns as Arrow arrays, rebuilt only when sensors were added."""
         table: F.SensorTable = self.state["table"]
-        st = self.state
+        if self._dictionaries is None or self._dictionaries[0] != len(table):
+            st = self.state
+            cols = {"sensor_id": table.sensor_id, "site": table.site, "line": table.line, "station": table.station,
+                    "stage": table.stage, "parameter": st["param"], "unit": st["unit"]}
+            self._dictionaries = (len(table), {c: pa.array(v, type=pa.string()) for c, v in cols.items()})
+        return self._dictionaries[1]
 
-        def col(arr: np.ndarray) -> pa.Array:
-            return pa.array(arr, type=pa.string()).take(pa.array(keys))
+    def _raw_table(self, keys, ts, val, qual, ingest, src_off, src_idx, late) -> pa.Table:
+        """Raw rows; the text columns are dictionary-encoded by sensor key (no per-row strings).
 
+        The lake writes them as Parquet dictionary columns straight from these indices, which is
+        what Parquet would build from plain strings anyway, after hashing every one of them.
+        """
+        indices = pa.array(keys.astype(np.int32, copy=False))
+        text = {c: pa.DictionaryArray.from_arrays(indices, d) for c, d in self._enrichment().items()}
         return pa.table({
-            "sensor_id": col(table.sensor_id), "ts": _ms_ts(ts), "value": pa.array(val, pa.float64()),
-            "quality": pa.array(qual, pa.int8()), "site": col(table.site), "line": col(table.line),
-            "station": col(table.station), "stage": col(table.stage), "parameter": col(st["param"]),
-            "unit": col(st["unit"]), "ingest_ts": _ms_ts(ingest),
+            "sensor_id": text["sensor_id"], "ts": _ms_ts(ts), "value": pa.array(val, pa.float64()),
+            "quality": pa.array(qual, pa.int8()), "site": text["site"], "line": text["line"],
+            "station": text["station"], "stage": text["stage"], "parameter": text["parameter"],
+            "unit": text["unit"], "ingest_ts": _ms_ts(ingest),
             "src_partition": pa.array(np.full(len(keys), self.partition, dtype=np.int32)),
             "src_offset": pa.array(src_off), "src_index": pa.array(src_idx), "late": pa.array(late, pa.bool_()),
         })
