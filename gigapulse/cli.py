@@ -57,6 +57,16 @@ def _setup_logging(verbose: bool) -> None:
                         stream=sys.stderr)
     for noisy in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    logging.getLogger("kafka.cluster").addFilter(_closed_client_refresh)
+
+
+def _closed_client_refresh(record: logging.LogRecord) -> bool:
+    """Drop kafka-python's ERROR for a metadata refresh cancelled because its client was closed.
+
+    kafka-python 3.0 logs "Metadata refresh: failed Cancelled" when a short-lived consumer (the
+    asset model and end-offset reads) is closed with a refresh in flight; nothing failed.
+    """
+    return not record.getMessage().endswith("failed Cancelled")
 
 
 @app.callback()
@@ -400,8 +410,9 @@ def stream(
     """Run a stream worker (Faust): validate, enrich, compute features, land everything in the lake.
 
     Start several to scale out: they share the partitions through the consumer group. Settings:
-    GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, lateness_ms,
-    flush_seconds, flush_rows, group_id, publish_features).
+    GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, long_window_ms,
+    lateness_ms, flush_seconds, flush_rows, microbatch_rows, checkpoints_in_flight, group_id,
+    publish_features, log_every_s). With --loglevel info it logs its rates and intake lag.
     """
     from schemas.asset_model import load_plant
     from transforms.app import create_app, load_assets, run_worker

@@ -124,3 +124,15 @@ def test_user_errors_in_a_real_process(argv, env, code, tmp_path):
     assert res.returncode == code
     assert res.stderr.startswith("gigapulse: error:") and res.stderr.count("\n") == 1, res.stderr
     assert "Traceback" not in res.stderr and res.stdout == ""
+
+
+def test_kafka_pythons_cancelled_refresh_error_is_dropped_and_real_errors_kept():
+    import logging
+
+    from gigapulse.cli import _closed_client_refresh
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kafka.cluster", logging.ERROR, __file__, 1, msg, (), None)
+
+    assert not _closed_client_refresh(record("Metadata refresh: failed Cancelled"))
+    assert _closed_client_refresh(record("Metadata refresh: failed NodeNotReadyError"))

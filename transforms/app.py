@@ -205,6 +205,10 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=16_384,
         broker_max_poll_records=2_000,
+        # Faust would wait at shutdown and rebalance until every buffered message is acknowledged;
+        # here a message unacknowledged is simply read again (the lake checkpoint says where to
+        # resume), and after a failed checkpoint nothing is ever acknowledged again.
+        stream_wait_empty=False,
     )
     readings = app.topic(readings_topic, value_serializer="raw", key_serializer="raw")
     events = app.topic(events_topic, value_serializer="raw", key_serializer="raw")
@@ -233,8 +237,10 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         """Stop the worker on a failed checkpoint: going on would only pile up work it cannot commit."""
         if app.gigapulse_error is None:
             app.gigapulse_error = exc
+            # An OSError (disk full, permissions) is the environment: one line. Anything else is a
+            # bug, and its traceback is what the report needs.
             log.error("checkpoint failed, stopping the worker (a restart resumes from the lake): %s", exc,
-                      exc_info=exc)
+                      exc_info=None if isinstance(exc, OSError) else exc)
             os.kill(os.getpid(), signal.SIGTERM)
 
     def partition_for(topic: str, partition: int):

@@ -301,3 +301,22 @@ def test_two_workers_write_the_same_lake_as_one(filled, drained):
             assert (x is None and y is None) or x == pytest.approx(y, rel=1e-9, abs=1e-9)
     writers = {f.name.split("+")[1] for f in (data / "lake" / "readings").rglob("*.parquet")}
     assert writers == {str(p) for p in range(6)}
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_worker_with_one_line(filled):
+    """A lake that refuses a table's files (here a plain file where its directory must go) ends the
+    worker with a non-zero exit and one line, instead of a worker that runs on without committing."""
+    settings, _, tmp = filled
+    data = tmp / "broken"
+    (data / "lake").mkdir(parents=True)
+    (data / "lake" / "readings").write_text("not a directory")
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", "stream", "--drain"], capture_output=True,
+                         text=True, env=_env(settings, data, "g-broken"), timeout=120)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("gigapulse: error:") and "the stream worker stopped: a checkpoint failed" in last, \
+        res.stderr[-2000:]
+    assert "Not a directory" in last
+    assert "Traceback" not in res.stderr
+    # nothing was committed for the readings partitions, so a repaired lake resumes from the start
+    assert not list((data / "lake" / "_checkpoints" / "plant.readings.v1").glob("*.pkl"))
