@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -413,6 +414,8 @@ class StreamFailed(RuntimeError):
 def run_worker(app: faust.App, loglevel: str = "warn") -> None:
     """Run a Faust worker in this process until SIGTERM/SIGINT (or the end of a drain)."""
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    if not sys.stdout.isatty():
+        worker.spinner = None  # its cursor escapes would end up in log files and pipes
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

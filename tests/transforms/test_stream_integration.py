@@ -317,6 +317,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_worker_with_one_line(fill
     assert last.startswith("gigapulse: error:") and "the stream worker stopped: a checkpoint failed" in last, \
         res.stderr[-2000:]
     assert "Not a directory" in last
+    assert "\x1b[" not in res.stdout + res.stderr  # no terminal escapes (Faust's spinner) in piped output
     assert "Traceback" not in res.stderr
     # nothing was committed for the readings partitions, so a repaired lake resumes from the start
     assert not list((data / "lake" / "_checkpoints" / "plant.readings.v1").glob("*.pkl"))
