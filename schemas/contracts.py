@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -93,6 +93,9 @@ class Stage(StrEnum):
     FORMATION = "formation"
     AGING_EOL = "aging_eol"
     DRY_ROOM = "dry_room"
+    #: Site utilities outside the process chain (incomers, chillers, compressed air): their meters
+    #: count toward a line's or the site's energy, never toward a process stage's.
+    UTILITIES = "utilities"
 
 
 class _Contract(BaseModel):
@@ -541,13 +544,10 @@ def decode_event(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Producti
     return ProductionEvent.model_construct(**fields)
 
 
-def decode_asset(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> AssetEntry:
-    """Decode a message of ``plant.assets.v1`` (full pydantic validation: assets are few)."""
-    obj = _loads(payload, max_bytes)
-    from pydantic import ValidationError
-
+def _validated(cls: type[BaseModel], obj: dict[str, Any]) -> Any:
+    """Full pydantic validation, its first error turned into a :class:`ContractError` with a reason."""
     try:
-        return AssetEntry.model_validate(obj)
+        return cls.model_validate(obj)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
@@ -555,10 +555,14 @@ def decode_asset(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> AssetEnt
         raise ContractError(reason, f"field '{loc}': {err['msg']}") from None
 
 
+def decode_asset(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> AssetEntry:
+    """Decode a message of ``plant.assets.v1`` (full pydantic validation: assets are few)."""
+    return _validated(AssetEntry, _loads(payload, max_bytes))
+
+
 def decode_dead_letter(payload: bytes) -> DeadLetter:
-    """Decode a message of ``plant.dlq.v1``."""
-    obj = _loads(payload, 10 * MAX_MESSAGE_BYTES)
-    return DeadLetter.model_validate(obj)
+    """Decode a message of ``plant.dlq.v1``; a broken letter raises :class:`ContractError` like any other."""
+    return _validated(DeadLetter, _loads(payload, 10 * MAX_MESSAGE_BYTES))
 
 
 CONTRACTS: dict[str, type[BaseModel]] = {

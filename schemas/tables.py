@@ -74,7 +74,7 @@ _ENRICHMENT = (
     ("site", "Site of the sensor, from the asset model; null if the sensor is unknown to the model."),
     ("line", "Production line of the sensor, from the asset model; null if unknown."),
     ("station", "Station (work unit) of the sensor, from the asset model; null if unknown."),
-    ("stage", "Process stage (mixing ... aging_eol, dry_room), from the asset model; null if unknown."),
+    ("stage", "Process stage (mixing ... aging_eol, dry_room, utilities), from the asset model; null if unknown."),
     ("parameter", "What the sensor measures (web_speed, dew_point...), from the asset model; null if unknown."),
     ("unit", "Unit of value, from the asset model; null if unknown."),
 )

@@ -676,7 +676,7 @@ class DeadLettersPartition(_Partition):
         return len(self._rows)
 
     def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
-        """Land one dead letter; one that is itself unreadable is kept with reason not_json."""
+        """Land one dead letter; one that breaks its own contract is kept with that reason, at stage stream."""
         if not self._take(offset):
             return
         try:
@@ -685,7 +685,8 @@ class DeadLettersPartition(_Partition):
                    "source_topic": dl.source_topic, "source_partition": dl.source_partition,
                    "source_offset": dl.source_offset, "ts": dl.ts, "payload": dl.payload()}
         except Exception as exc:  # noqa: BLE001 - nothing that arrives is dropped, however broken
-            row = {"reason": Reason.NOT_JSON.value, "detail": f"unreadable dead letter: {exc}"[:1000],
+            reason = exc.reason if isinstance(exc, ContractError) else Reason.NOT_JSON
+            row = {"reason": reason.value, "detail": f"unreadable dead letter: {exc}"[:1000],
                    "stage": "stream", "source_topic": self.topic, "source_partition": self.partition,
                    "source_offset": offset, "ts": datetime.fromtimestamp(ingest_ms / 1000, UTC),
                    "payload": payload}

@@ -219,3 +219,14 @@ def test_every_contract_exports_a_json_schema():
     assert set(schemas) == {"reading", "reading_frame", "production_event", "asset_entry", "dead_letter"}
     for s in schemas.values():
         assert s["$schema"].endswith("2020-12/schema") and s["type"] == "object" and s["properties"]
+
+
+@pytest.mark.parametrize("obj, reason", [
+    ({"v": 1, "reason": "not_json"}, Reason.MISSING_FIELD),
+    ({"v": 1, "reason": 42, "detail": "x", "stage": "edge", "ts": "2026-01-05T06:00:00Z", "payload_b64": ""},
+     Reason.WRONG_TYPE),
+])
+def test_a_broken_dead_letter_is_a_contract_error_with_a_reason(obj, reason):
+    with pytest.raises(ContractError) as info:
+        decode_dead_letter(orjson.dumps(obj))
+    assert info.value.reason is reason
