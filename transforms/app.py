@@ -270,14 +270,19 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
 
     async def checkpoint(key: tuple[str, int], final: bool = False) -> None:
         """Close the partition's batch now and have it written, published and acknowledged in the background."""
-        p = parts[key]
+        while len(in_flight) >= settings.checkpoints_in_flight:
+            # Backpressure: the loop prepares batches no faster than the writer thread lands them.
+            await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
+        # No await from here until the task is registered in in_flight: a rebalance that revokes
+        # the partition either happened before (nothing is written: the new owner redoes the batch)
+        # or happens after, and then waits for this task in settle() before giving the partition up.
+        p = parts.get(key)
+        if p is None or key not in owned:
+            return
         job = p.prepare(final=final)
         events, unacked[key] = unacked[key], []
         if job is None:
             return
-        while len(in_flight) >= settings.checkpoints_in_flight:
-            # Backpressure: the loop prepares batches no faster than the writer thread lands them.
-            await asyncio.wait(list(in_flight), return_when=asyncio.FIRST_COMPLETED)
         task = asyncio.ensure_future(land(key, job, events, last_task.get(key)))
         in_flight[task] = key
         last_task[key] = task
