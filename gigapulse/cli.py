@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -278,8 +279,6 @@ def simulate(
 def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: int, start, fmt: str,
                    fault_rate: float, bootstrap: str):
     """Simulate → validate → produce, with a progress bar; returns the IngestSummary."""
-    import time
-
     from ingestion.pipeline import IngestRun, IngestSummary, paced
     from ingestion.producer import PlantProducer
     from ingestion.settings import ProducerSettings
@@ -433,10 +432,10 @@ def stream(
     overrides = {k: v for k, v in {"readings_topic": readings_topic, "events_topic": events_topic,
                                    "dlq_topic": dlq_topic}.items() if v}
     faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain, **overrides)
-    t0 = __import__("time").monotonic()
+    t0 = time.monotonic()
     run_worker(faust_app, loglevel=loglevel)
     st = faust_app.gigapulse_stats
-    wall = __import__("time").monotonic() - t0
+    wall = time.monotonic() - t0
     out.print(f"stream worker done: {st.messages:,} messages, {st.checkpoints:,} checkpoints in {wall:.1f}s; "
               + ", ".join(f"{k}={v:,}" for k, v in sorted(st.rows.items())))
 
@@ -550,7 +549,6 @@ def demo(
     catalog through Dagster (local storage), prints features with SQL, and stops the broker.
     """
     import subprocess
-    import time
     from datetime import UTC, datetime, timedelta
 
     from infra import broker
