@@ -136,3 +136,19 @@ def test_kafka_pythons_cancelled_refresh_error_is_dropped_and_real_errors_kept()
 
     assert not _closed_client_refresh(record("Metadata refresh: failed Cancelled"))
     assert _closed_client_refresh(record("Metadata refresh: failed NodeNotReadyError"))
+
+
+def test_kafka_pythons_close_race_error_is_dropped_and_other_close_errors_kept():
+    import logging
+
+    from gigapulse.cli import _closed_client_close_race
+
+    def record(msg: str, exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc else None
+        return logging.LogRecord("kafka.net.selector", logging.ERROR, __file__, 1, msg, (), info)
+
+    closing = "Error closing coroutine for cancelled task"
+    assert not _closed_client_close_race(record(closing, ValueError("generator already executing")))
+    assert _closed_client_close_race(record(closing, ValueError("something else")))
+    assert _closed_client_close_race(record(closing, RuntimeError("generator already executing")))
+    assert _closed_client_close_race(record("Task ran for 0.2s", None))
