@@ -438,15 +438,17 @@ def stream(
     data = DataSettings()
     settings = StreamSettings()
     servers = _bootstrap(bootstrap)
-    assets = load_assets(servers)
-    if plant:
-        assets.update({e.sensor_id: e for e in load_plant(plant).sensors})
+    snapshot = load_assets(servers)
+    # The topic is the live model: it wins over --plant, and its tombstones retire sensors of either.
+    assets = {e.sensor_id: e for e in load_plant(plant).sensors} if plant else {}
+    snapshot.apply_to(assets)
     if assets:
         write_sensors(data.lake_root, sorted(assets.values(), key=lambda e: e.sensor_id))
     log.info("stream worker: %d sensors in the asset model, lake at %s", len(assets), data.lake_root)
     overrides = {k: v for k, v in {"readings_topic": readings_topic, "events_topic": events_topic,
                                    "dlq_topic": dlq_topic}.items() if v}
-    faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain, **overrides)
+    faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain,
+                           asset_rejects=snapshot.rejected, **overrides)
     t0 = time.monotonic()
     run_worker(faust_app, loglevel=loglevel)
     st = faust_app.gigapulse_stats

@@ -11,6 +11,7 @@ exactly why a message was refused.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
 from datetime import UTC, datetime
@@ -29,6 +30,15 @@ SUPPORTED_VERSIONS = frozenset({1})
 MAX_FRAME_READINGS = 50_000
 #: Largest message accepted by the decoders, in bytes (Kafka's default max.message.bytes is ~1 MiB).
 MAX_MESSAGE_BYTES = 1_000_000
+#: Largest original payload a dead letter carries verbatim. Its base64 (4/3 of it) plus the envelope
+#: must fit the dead-letter topic's max.message.bytes (2 MiB in the catalog), or the letter itself
+#: could never be delivered and would stop whoever sends it. A larger payload keeps its first bytes,
+#: and the detail says so with its full size and SHA-256; the original stays at its source position.
+MAX_DEAD_LETTER_PAYLOAD = 1_048_576
+#: Event times outside year 1..9999 cannot be represented as a date by Python, Arrow's converters or
+#: DuckDB's date functions alike; such a reading would break every reader of the lake.
+MIN_TS_MS = -62_135_596_800_000
+MAX_TS_MS = 253_402_300_799_999
 
 
 class Reason(StrEnum):
@@ -48,6 +58,13 @@ class Reason(StrEnum):
     UNKNOWN_SENSOR = "unknown_sensor"
     UNIT_MISMATCH = "unit_mismatch"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    #: A record with no value: a null (a Kafka tombstone, as a compacting or misconfigured client
+    #: writes) or zero bytes. Refused on every topic but the compacted asset topic, where a tombstone
+    #: retires its key.
+    EMPTY = "empty"
+    #: The worker's own failure (a bug) on this record, after bounded retries; the detail holds the
+    #: exception. The record is set aside so that the partition goes on.
+    INTERNAL_ERROR = "internal_error"
 
 
 class ContractError(ValueError):
@@ -219,7 +236,7 @@ class DeadLetter(_Contract):
     @classmethod
     def for_payload(
         cls,
-        payload: bytes,
+        payload: bytes | None,
         error: ContractError,
         stage: Literal["edge", "stream", "replay"],
         source_topic: str | None = None,
@@ -227,17 +244,29 @@ class DeadLetter(_Contract):
         source_offset: int | None = None,
         now: datetime | None = None,
     ) -> DeadLetter:
-        """Wrap refused bytes with their reason; the bytes are kept verbatim (base64)."""
+        """Wrap refused bytes with their reason; the bytes are kept verbatim (base64).
+
+        A null payload (a tombstone) is kept as zero bytes, its reason and detail say which it was.
+        A payload over :data:`MAX_DEAD_LETTER_PAYLOAD` keeps only its head (see there).
+        """
+        detail = error.detail
+        raw = b"" if payload is None else bytes(payload)
+        if len(raw) > MAX_DEAD_LETTER_PAYLOAD:
+            digest = hashlib.sha256(raw).hexdigest()
+            note = (f" [payload truncated to its first {MAX_DEAD_LETTER_PAYLOAD:,} of {len(raw):,} bytes, "
+                    f"sha256 {digest}]")
+            detail = detail[: 1000 - len(note)] + note
+            raw = raw[:MAX_DEAD_LETTER_PAYLOAD]
         return cls.model_construct(
             v=1,
             reason=error.reason,
-            detail=error.detail[:1000],
+            detail=detail[:1000],
             stage=stage,
             source_topic=source_topic,
             source_partition=source_partition,
             source_offset=source_offset,
             ts=now or datetime.now(UTC),
-            payload_b64=base64.b64encode(payload).decode("ascii"),
+            payload_b64=base64.b64encode(raw).decode("ascii"),
         )
 
     def payload(self) -> bytes:
@@ -299,7 +328,13 @@ def encode_frame_arrays(
 _NON_FINITE_TOKEN = re.compile(rb"(?<![\"\w])-?(NaN|Infinity|inf|nan)(?![\"\w])")
 
 
-def _loads(payload: bytes, max_bytes: int) -> dict[str, Any]:
+def _loads(payload: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if payload is None:
+        raise ContractError(Reason.EMPTY, "the record has a null value (a tombstone)")
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ContractError(Reason.WRONG_TYPE, f"expected bytes, got {type(payload).__name__}")
+    if not payload:
+        raise ContractError(Reason.EMPTY, "the record's value is empty (zero bytes)")
     if len(payload) > max_bytes:
         raise ContractError(Reason.OVERSIZED, f"message of {len(payload)} bytes exceeds {max_bytes}")
     try:
@@ -370,7 +405,11 @@ def parse_ts(raw: Any, name: str = "ts") -> datetime:
         raise ContractError(Reason.BAD_TIMESTAMP, f"field '{name}' is not ISO 8601: {raw[:40]!r}") from None
     if ts.tzinfo is None:
         raise ContractError(Reason.BAD_TIMESTAMP, f"field '{name}' has no UTC offset: {raw[:40]!r}")
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, or year 9999 with a negative one
+        raise ContractError(Reason.BAD_TIMESTAMP, f"field '{name}' is outside the years 1 to 9999 in UTC: "
+                                                  f"{raw[:40]!r}") from None
 
 
 def _check_keys(obj: dict[str, Any], allowed: frozenset[str], what: str) -> None:
@@ -482,6 +521,8 @@ def decode_frame_obj(obj: dict[str, Any], max_readings: int = MAX_FRAME_READINGS
     if n and (idx.min() < 0 or idx.max() >= len(sensors)):
         raise ContractError(Reason.BAD_VALUE, "'idx' points outside 'sensors'")
     ts_ms = _int_array(_require(obj, "ts_ms", list), "ts_ms", n)
+    if n and (ts_ms.min() < MIN_TS_MS or ts_ms.max() > MAX_TS_MS):
+        raise ContractError(Reason.BAD_TIMESTAMP, "'ts_ms' holds a time outside the years 1 to 9999")
     value = _float_array(_require(obj, "value", list), "value", n)
     q_raw = _require(obj, "quality", list, optional=True)
     if q_raw is None:
@@ -494,7 +535,7 @@ def decode_frame_obj(obj: dict[str, Any], max_readings: int = MAX_FRAME_READINGS
     return DecodedFrame(gateway, list(sensors), idx.astype(np.int32), ts_ms, value, quality)
 
 
-def decode_reading_message(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Reading | DecodedFrame:
+def decode_reading_message(payload: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) -> Reading | DecodedFrame:
     """Decode a message of ``plant.readings.v1``: a single reading or a frame."""
     obj = _loads(payload, max_bytes)
     kind = obj.get("type")
@@ -505,7 +546,7 @@ def decode_reading_message(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -
     return decode_reading_obj(obj)
 
 
-def decode_event(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> ProductionEvent:
+def decode_event(payload: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) -> ProductionEvent:
     """Decode a message of ``plant.events.v1``; per-kind fields are required (measure needs a value)."""
     obj = _loads(payload, max_bytes)
     _check_keys(obj, _EVENT_KEYS, "production event")
@@ -555,12 +596,12 @@ def _validated(cls: type[BaseModel], obj: dict[str, Any]) -> Any:
         raise ContractError(reason, f"field '{loc}': {err['msg']}") from None
 
 
-def decode_asset(payload: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> AssetEntry:
+def decode_asset(payload: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) -> AssetEntry:
     """Decode a message of ``plant.assets.v1`` (full pydantic validation: assets are few)."""
     return _validated(AssetEntry, _loads(payload, max_bytes))
 
 
-def decode_dead_letter(payload: bytes) -> DeadLetter:
+def decode_dead_letter(payload: bytes | None) -> DeadLetter:
     """Decode a message of ``plant.dlq.v1``; a broken letter raises :class:`ContractError` like any other."""
     return _validated(DeadLetter, _loads(payload, 10 * MAX_MESSAGE_BYTES))
 

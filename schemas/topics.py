@@ -56,7 +56,9 @@ TOPICS: tuple[TopicSpec, ...] = (
               "The asset model, compacted: the latest entry per sensor is the current truth.",
               {"min.cleanable.dirty.ratio": "0.1"}),
     TopicSpec(DLQ, 1, "delete", 30 * DAY_MS, "source topic", "dead_letter (JSON)",
-              "Refused messages with their original bytes, source position and reason."),
+              "Refused messages with their original bytes, source position and reason.",
+              # A letter carries up to 1 MiB of original bytes as base64 (4/3) plus its envelope.
+              {"max.message.bytes": "2097152"}),
     TopicSpec(FEATURES_SENSOR_1M, 3, "delete", 7 * DAY_MS, "sensor id", "sensor window features (JSON)",
               "Per-sensor tumbling-window statistics."),
     TopicSpec(FEATURES_SENSOR_1H, 3, "delete", 30 * DAY_MS, "sensor id", "sensor window features (JSON)",

@@ -28,8 +28,9 @@ import faust
 from faust.tables import TableManager
 
 from schemas import topics
-from schemas.contracts import AssetEntry, DeadLetter, decode_asset, encode
+from schemas.contracts import AssetEntry, DeadLetter, encode
 from schemas.topics import key_partition
+from transforms.assets import AssetSnapshot
 from transforms.partitions import (
     DeadLettersPartition,
     EventsPartition,
@@ -85,32 +86,29 @@ class WorkerStats:
         self.lags = []
 
 
-def load_assets(bootstrap: str, timeout_s: float = 10.0) -> dict[str, AssetEntry]:
-    """Read the compacted asset topic to its end: the latest entry per sensor."""
+def load_assets(bootstrap: str, timeout_s: float = 10.0, topic: str = topics.ASSETS) -> AssetSnapshot:
+    """Read the compacted asset topic to its end: the latest entry per sensor, retirements, refusals."""
     from kafka import KafkaConsumer, TopicPartition
 
+    snapshot = AssetSnapshot(topic)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                              client_id="gigapulse-assets")
     try:
-        parts = consumer.partitions_for_topic(topics.ASSETS) or set()
-        tps = [TopicPartition(topics.ASSETS, p) for p in parts]
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
-            return {}
+            return snapshot
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        assets: dict[str, AssetEntry] = {}
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
-                    try:
-                        entry = decode_asset(rec.value)
-                    except Exception:  # noqa: BLE001 - a bad asset entry must not stop the worker
-                        log.warning("skipping invalid asset entry at offset %d", rec.offset)
-                        continue
-                    assets[entry.sensor_id] = entry
-        return assets
+                    if snapshot.fold(rec.partition, rec.offset, rec.key, rec.value) is not None:
+                        log.warning("%s[%d]@%d: asset record refused (%s); the model keeps its last valid "
+                                    "entry", topic, rec.partition, rec.offset, snapshot.rejected[-1].detail)
+        return snapshot
     finally:
         consumer.close()
 
@@ -224,8 +222,13 @@ class StreamWorker(faust.Worker):
 
 def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets: dict[str, AssetEntry],
                drain: bool = False, readings_topic: str = topics.READINGS,
-               events_topic: str = topics.EVENTS, dlq_topic: str = topics.DLQ) -> faust.App:
-    """Build the Faust app; nothing connects until a worker runs it."""
+               events_topic: str = topics.EVENTS, dlq_topic: str = topics.DLQ,
+               asset_rejects: list[DeadLetter] | None = None, assets_topic: str = topics.ASSETS) -> faust.App:
+    """Build the Faust app; nothing connects until a worker runs it.
+
+    ``asset_rejects`` are the asset topic's refused records found at start-up: the worker sends them
+    to the dead-letter topic once it runs (see :mod:`transforms.assets`).
+    """
     app = faust.App(
         settings.group_id,
         broker=f"kafka://{bootstrap.split(',')[0]}" if "," not in bootstrap else
@@ -356,11 +359,30 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         if waiting:
             await asyncio.wait(waiting)
 
+    reported: set[tuple[int, int]] = set()  # asset records already dead-lettered by this worker
+
+    def report_asset_rejects(letters: list[DeadLetter]) -> None:
+        """Dead-letter refused asset records, each once per worker start (the topic is re-read often)."""
+        new = [d for d in letters if (d.source_partition, d.source_offset) not in reported]
+        if not new:
+            return
+        reported.update((d.source_partition, d.source_offset) for d in new)
+
+        async def send() -> None:
+            try:
+                await send_dead_letters(new)
+            except Exception as exc:  # noqa: BLE001 - not a checkpoint: a later start reports them again
+                log.warning("could not dead-letter %d refused asset record(s): %s", len(new), exc)
+
+        asyncio.ensure_future(send())
+
     def refresh_assets() -> None:
         """Re-read the asset topic when an unknown sensor shows up, at most every 5 s."""
         if time.monotonic() - refreshed[0] > 5.0:
             refreshed[0] = time.monotonic()
-            assets.update(load_assets(bootstrap))
+            snapshot = load_assets(bootstrap, topic=assets_topic)
+            snapshot.apply_to(assets)
+            report_asset_rejects(snapshot.rejected)
 
     async def consume(stream, topic: str) -> None:
         streams[topic] = stream
@@ -376,9 +398,12 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
                 if not p.accepts(msg.offset):
                     await stream.ack(event)
                     continue
-                p.add(msg.offset, int(msg.timestamp * 1000), msg.value)
+                # A record's timestamp may be missing (-1) or anything a client chose: the partition
+                # falls back to the worker's clock where it is unusable.
+                kafka_ts = msg.timestamp
+                p.add(msg.offset, None if kafka_ts is None else kafka_ts * 1000, msg.value)
                 unacked[key].append(event)
-                stats.note(msg.timestamp)
+                stats.note(kafka_ts if kafka_ts is not None and kafka_ts > 0 else time.time())
                 final = drain and msg.offset + 1 >= targets.get(key, 0)
                 if final or p.buffered_rows >= settings.flush_rows:
                     await checkpoint(key, final=final)
@@ -399,6 +424,11 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     async def land_dead_letters(stream):
         """Land every dead letter (edge, replay and stream rejects) in the lake's dead_letters table."""
         await consume(stream.noack(), dlq_topic)
+
+    @app.task
+    async def report_asset_records_refused_at_start():
+        """Send the asset topic's refused records found at start-up to the dead-letter topic."""
+        report_asset_rejects(list(asset_rejects or ()))
 
     @app.timer(0.1)
     async def flush_due_partitions():

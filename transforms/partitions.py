@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ import pyarrow as pa
 
 from schemas import tables as T
 from schemas.contracts import (
+    MAX_TS_MS,
     AssetEntry,
     ContractError,
     DeadLetter,
@@ -111,8 +113,47 @@ def drop_uncommitted(lake_root: Path, topic: str, partition: int, next_offset: i
     return removed
 
 
-def _dead_letter(err: ContractError, topic: str, partition: int, offset: int, payload: bytes) -> DeadLetter:
+def _dead_letter(err: ContractError, topic: str, partition: int, offset: int, payload: bytes | None) -> DeadLetter:
     return DeadLetter.for_payload(payload, err, "stream", topic, partition, offset)
+
+
+def sane_ingest_ms(kafka_ms: int | float | None, max_future_ms: int, now_ms: int | None = None) -> int:
+    """The record's Kafka timestamp in ms, or the worker's clock when the record has none usable.
+
+    Kafka uses -1 for "no timestamp", and a client may write any 64-bit value (year 1970 or 2200
+    alike). Before 1970, beyond ``max_future_ms`` ahead of the worker's clock, or past year 9999, it
+    says nothing about when the record arrived, and a year-2200 ``ingest_ts`` would also let a
+    year-2200 reading through the future check below: the worker's own clock stands in for it.
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        ms = int(kafka_ms)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return now
+    if ms < 0 or ms > MAX_TS_MS or (max_future_ms > 0 and ms > now + max_future_ms):
+        return now
+    return ms
+
+
+def _check_future(event_ms: int, ingest_ms: int, limit_ms: int) -> None:
+    """Refuse an event time more than ``limit_ms`` ahead of both the record's arrival and the worker's clock.
+
+    Either may lag legitimately (a client may stamp its records with 1970, a simulator runs ahead of
+    the wall clock), so only a time ahead of both counts. The worker's clock makes the verdict
+    depend on when a record is processed only for event times about ``limit_ms`` ahead of it.
+    """
+    if limit_ms > 0 and event_ms > max(ingest_ms, int(time.time() * 1000)) + limit_ms:
+        raise ContractError(Reason.TIMESTAMP_OUT_OF_RANGE,
+                            f"event time {event_ms} ms is more than {limit_ms // 1000:,} s ahead of the record's "
+                            f"Kafka timestamp and of the worker's clock (GIGAPULSE_STREAM_MAX_FUTURE_S)")
+
+
+def internal_error(exc: BaseException, attempts: int) -> ContractError:
+    """A worker bug on one record as a refusal: the exception and where it was raised, for the report."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return ContractError(Reason.INTERNAL_ERROR,
+                         f"{type(exc).__name__}: {exc}{where} (failed {attempts} time(s); set aside)")
 
 
 @dataclass
@@ -221,7 +262,14 @@ class _Partition:
         self.state: dict[str, Any] = {}
         #: The error of a failed checkpoint write; set, it stops every later write of this partition.
         self.failed: BaseException | None = None
+        #: Messages taken since the last prepared checkpoint, as received: replayed one at a time
+        #: when processing them raised (see :meth:`_isolate`). References only, no copies.
+        self._batch: list[tuple[int, int, bytes | None]] = []
+        #: Records set aside with ``internal_error`` (a worker bug) since the worker started.
+        self.internal_errors = 0
         self._load()
+        #: The state as of the last prepared checkpoint (serialized): where :meth:`_isolate` restarts.
+        self._boundary = pickle.dumps(self.state, protocol=5)
 
     # ------------------------------------------------------------------ state
     def _new_state(self) -> dict[str, Any]:
@@ -240,6 +288,83 @@ class _Partition:
         drop_uncommitted(self.lake_root, self.topic, self.partition, self.next_offset)
 
     # ------------------------------------------------------------------ intake
+    def add(self, offset: int, ingest_ms: int | float | None, payload: bytes | None) -> None:
+        """Take one message: it is landed or dead-lettered with a reason, and never raises.
+
+        ``ingest_ms`` is the record's Kafka timestamp (see :func:`sane_ingest_ms`). A refusal by
+        contract or asset model becomes a dead letter; any other exception is the worker's own
+        failure and is isolated to the record that caused it (:meth:`_isolate`).
+        """
+        if not self._take(offset):
+            return
+        ingest = sane_ingest_ms(ingest_ms, self.settings.max_future_ms)
+        self._batch.append((offset, ingest, payload))
+        try:
+            self._add_one(offset, ingest, payload)
+        except ContractError as err:
+            self.dead.append(_dead_letter(err, self.topic, self.partition, offset, payload))
+        except Exception as exc:  # noqa: BLE001 - a bug on one record must not stop the partition
+            self._isolate(exc)
+
+    def _add_one(self, offset: int, ingest_ms: int, payload: bytes | None) -> None:
+        """Decode and buffer one message; raise :class:`ContractError` to refuse it."""
+        raise NotImplementedError
+
+    def _reset_buffers(self) -> None:
+        """Forget everything buffered since the last checkpoint, and caches derived from the state."""
+
+    def _isolate(self, exc: BaseException) -> None:
+        """Redo the batch since the last checkpoint one message at a time, setting aside what fails.
+
+        Processing raised something other than a refusal: a bug, on some message of the batch (a
+        micro-batch holds many). The state is restored as of the last prepared checkpoint and the
+        batch's messages are taken again, each computed on its own; one that still fails after
+        ``GIGAPULSE_STREAM_INTERNAL_RETRIES`` more tries is restored away and dead-lettered as
+        ``internal_error`` with the exception, and the partition goes on. Lateness is judged per
+        message, so computing one message at a time gives the rows a micro-batch would have.
+        """
+        log.error("%s[%d]: processing failed (%s: %s); redoing the batch since offset %s one message at a "
+                  "time to set the cause aside", self.topic, self.partition, type(exc).__name__, exc,
+                  self._batch[0][0] if self._batch else "?", exc_info=exc)
+        batch, self._batch = self._batch, []
+        self.state = pickle.loads(self._boundary)
+        self._reset_buffers()
+        for tables in self.pending.values():
+            tables.clear()
+        self.dead.clear()
+        self.first_offset = self.last_offset = None
+        for offset, ingest, payload in batch:
+            self._note_offset(offset)
+            self._batch.append((offset, ingest, payload))
+            self._add_alone(offset, ingest, payload)
+
+    def _add_alone(self, offset: int, ingest_ms: int, payload: bytes | None) -> None:
+        """Take and compute one message on its own; restore and dead-letter it if it keeps failing."""
+        before = pickle.dumps(self.state, protocol=5)
+        marks = {name: len(tables) for name, tables in self.pending.items()}
+        error: BaseException | None = None
+        for attempt in range(1, self.settings.internal_retries + 2):
+            try:
+                self._add_one(offset, ingest_ms, payload)
+                self._compute()
+                return
+            except ContractError as err:
+                self.dead.append(_dead_letter(err, self.topic, self.partition, offset, payload))
+                return
+            except Exception as exc:  # noqa: BLE001 - see _isolate
+                error = exc
+                self.state = pickle.loads(before)
+                self._reset_buffers()
+                for name, tables in self.pending.items():
+                    del tables[marks[name]:]
+                log.warning("%s[%d]@%d: attempt %d failed: %s: %s", self.topic, self.partition, offset,
+                            attempt, type(exc).__name__, exc)
+        self.internal_errors += 1
+        log.error("%s[%d]@%d: set aside as internal_error after %d attempts: %s: %s", self.topic, self.partition,
+                  offset, self.settings.internal_retries + 1, type(error).__name__, error)
+        self.dead.append(_dead_letter(internal_error(error, self.settings.internal_retries + 1),
+                                      self.topic, self.partition, offset, payload))
+
     def accepts(self, offset: int) -> bool:
         """False for a message already made durable by an earlier checkpoint (skip it)."""
         return offset >= self.next_offset
@@ -281,7 +406,12 @@ class _Partition:
         """
         if self.first_offset is None:
             return None
-        self._compute(final=final)
+        try:
+            self._compute(final=final)
+        except Exception as exc:  # noqa: BLE001 - a bug on one message must not stop the partition
+            self._isolate(exc)
+            if final:
+                self._compute(final=True)  # only closes the open windows now: a failure here is no record's
         first, last = self.first_offset, self.last_offset
         tables = {}
         for name, parts in self.pending.items():
@@ -290,9 +420,11 @@ class _Partition:
                 tables[name] = kept[0] if len(kept) == 1 else pa.concat_tables(kept)
             parts.clear()
         dead, self.dead = self.dead, []
+        self._boundary = pickle.dumps(self.state, protocol=5)
         state = pickle.dumps({"next_offset": last + 1, "state": self.state}, protocol=5)
         self.next_offset = last + 1
         self.first_offset = self.last_offset = None
+        self._batch = []
         return CheckpointJob(self, first, last, tables, state, dead)
 
     def checkpoint(self, final: bool = False) -> CheckpointResult | None:
@@ -370,21 +502,15 @@ class ReadingsPartition(_Partition):
             keys = table.keys_of(sensors)
         return keys
 
-    def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
-        """Decode one message; a bad one becomes a dead-letter row (never an exception)."""
-        if not self._take(offset):
-            return
-        try:
-            msg = decode_reading_message(payload)
-            if isinstance(msg, Reading):
-                msg = _single_as_frame(msg)
-            elif tuple(msg.sensors) in self._known_lists:
-                # A gateway sends the same sensor list frame after frame: checked once, keyed once.
-                self._frames.append((offset, ingest_ms, msg))
-                self._rows += len(msg)
-                if self._rows >= self.settings.microbatch_rows:
-                    self._compute()
-                return
+    def _add_one(self, offset: int, ingest_ms: int, payload: bytes | None) -> None:
+        """Decode one message and check it against the asset model; raise ContractError to refuse it."""
+        msg = decode_reading_message(payload)
+        if isinstance(msg, Reading):
+            msg = _single_as_frame(msg)
+        self._check_event_time(msg, ingest_ms)
+        units = getattr(msg, "units", None)
+        if units or tuple(msg.sensors) not in self._known_lists:
+            # A gateway sends the same sensor list frame after frame: checked once, keyed once.
             unknown = [s for s in msg.sensors if s not in self.assets]
             if unknown and self.refresh_assets is not None:
                 self.refresh_assets()  # the model may have grown since start-up (rate-limited by the caller)
@@ -392,19 +518,30 @@ class ReadingsPartition(_Partition):
             if unknown:
                 raise ContractError(Reason.UNKNOWN_SENSOR,
                                     f"{len(unknown)} sensor(s) not in the asset model, e.g. {unknown[0]!r}")
-            units = getattr(msg, "units", None)
             if units:
                 for sid, unit in units.items():
                     if unit != self.assets[sid].unit:
                         raise ContractError(Reason.UNIT_MISMATCH,
                                             f"{sid!r} reports {unit!r}, model says {self.assets[sid].unit!r}")
-        except ContractError as err:
-            self.dead.append(_dead_letter(err, self.topic, self.partition, offset, payload))
-            return
         self._frames.append((offset, ingest_ms, msg))
         self._rows += len(msg)
         if self._rows >= self.settings.microbatch_rows:
             self._compute()
+
+    def _check_event_time(self, frame: DecodedFrame, ingest_ms: int) -> None:
+        """Refuse event times too far ahead of the record's arrival: one would close every window early.
+
+        A single year-2200 reading would move the partition's watermark (kept in its checkpoint) to
+        2200, and every later reading would count as late, for good. Past times are not limited here:
+        replays of old files are legitimate, and lateness already handles them.
+        """
+        if len(frame):
+            _check_future(int(frame.ts_ms.max()), ingest_ms, self.settings.max_future_ms)
+
+    def _reset_buffers(self) -> None:
+        self._frames, self._rows = [], 0
+        self._known_lists = {}
+        self._dictionaries = None
 
     @property
     def buffered_rows(self) -> int:
@@ -613,16 +750,14 @@ class EventsPartition(_Partition):
     def buffered_rows(self) -> int:
         return len(self._events)
 
-    def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
-        """Decode one event; a bad one becomes a dead-letter row."""
-        if not self._take(offset):
-            return
-        try:
-            ev = decode_event(payload)
-        except ContractError as err:
-            self.dead.append(_dead_letter(err, self.topic, self.partition, offset, payload))
-            return
+    def _add_one(self, offset: int, ingest_ms: int, payload: bytes | None) -> None:
+        """Decode one event; raise ContractError to refuse it (see ReadingsPartition._check_event_time)."""
+        ev = decode_event(payload)
+        _check_future(int(ev.ts.timestamp() * 1000), ingest_ms, self.settings.max_future_ms)
         self._events.append((offset, ev))
+
+    def _reset_buffers(self) -> None:
+        self._events = []
 
     def _compute(self, final: bool = False) -> None:
         events, self._events = self._events, []
@@ -675,10 +810,12 @@ class DeadLettersPartition(_Partition):
     def buffered_rows(self) -> int:
         return len(self._rows)
 
-    def add(self, offset: int, ingest_ms: int, payload: bytes) -> None:
-        """Land one dead letter; one that breaks its own contract is kept with that reason, at stage stream."""
-        if not self._take(offset):
-            return
+    def _add_one(self, offset: int, ingest_ms: int, payload: bytes | None) -> None:
+        """Land one dead letter; one that breaks its own contract is landed with that reason, at stage stream.
+
+        Never re-sent to the dead-letter topic: a broken letter there would be read again, refused
+        again and re-sent forever. It goes straight into the lake's dead_letters table instead.
+        """
         try:
             dl = decode_dead_letter(payload)
             row = {"reason": dl.reason.value, "detail": dl.detail, "stage": dl.stage,
@@ -691,6 +828,9 @@ class DeadLettersPartition(_Partition):
                    "source_offset": offset, "ts": datetime.fromtimestamp(ingest_ms / 1000, UTC),
                    "payload": payload}
         self._rows.append(row)
+
+    def _reset_buffers(self) -> None:
+        self._rows = []
 
     def _compute(self, final: bool = False) -> None:
         rows, self._rows = self._rows, []

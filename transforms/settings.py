@@ -46,3 +46,12 @@ class StreamSettings(BaseSettings):
     checkpoints_in_flight: int = Field(2, ge=1, le=16, description="Checkpoints being written in the "
                                        "background before intake waits for the writer (bounds memory).")
     log_every_s: float = Field(30.0, gt=0, description="Seconds between the worker's INFO progress lines.")
+    max_future_s: float = Field(7 * 86_400.0, ge=0, description="Refuse (timestamp_out_of_range) a reading or "
+                                "event whose event time is more than this far ahead of its record's Kafka "
+                                "timestamp: one such reading would otherwise close every window early. 0: no limit.")
+    internal_retries: int = Field(2, ge=0, le=10, description="Further tries of a record whose processing raised "
+                                  "(a worker bug) before it is set aside as an internal_error dead letter.")
+
+    @property
+    def max_future_ms(self) -> int:
+        return int(self.max_future_s * 1000)

@@ -104,7 +104,8 @@ _DROP = object()
 
 @pytest.mark.parametrize("payload, reason", [
     (b"{not json", Reason.NOT_JSON),
-    (b"", Reason.NOT_JSON),
+    (b"", Reason.EMPTY),
+    (None, Reason.EMPTY),
     (b"[1, 2]", Reason.NOT_OBJECT),
     (_with(sensor_id=_DROP), Reason.MISSING_FIELD),
     (_with(ts=_DROP), Reason.MISSING_FIELD),
