@@ -602,8 +602,20 @@ def decode_asset(payload: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) -> A
 
 
 def decode_dead_letter(payload: bytes | None) -> DeadLetter:
-    """Decode a message of ``plant.dlq.v1``; a broken letter raises :class:`ContractError` like any other."""
-    return _validated(DeadLetter, _loads(payload, 10 * MAX_MESSAGE_BYTES))
+    """Decode a message of ``plant.dlq.v1``; a broken letter raises :class:`ContractError` like any other.
+
+    Beyond its types: ``ts`` must carry its offset (a naive time is ambiguous), and ``payload_b64``
+    must be valid base64, since the original bytes are the point of a dead letter.
+    """
+    obj = _loads(payload, 10 * MAX_MESSAGE_BYTES)
+    if "ts" in obj:
+        obj["ts"] = parse_ts(obj["ts"])
+    letter = _validated(DeadLetter, obj)
+    try:
+        base64.b64decode(letter.payload_b64, validate=True)
+    except ValueError:
+        raise ContractError(Reason.BAD_VALUE, "field 'payload_b64' is not valid base64") from None
+    return letter
 
 
 CONTRACTS: dict[str, type[BaseModel]] = {
