@@ -420,6 +420,8 @@ def stream(
     events_topic: Annotated[str | None, typer.Option(hidden=True, help="Read events from this topic.")] = None,
     dlq_topic: Annotated[str | None, typer.Option(hidden=True, help="Dead letters go to, and are landed "
                                                   "from, this topic.")] = None,
+    assets_topic: Annotated[str | None, typer.Option(hidden=True, help="Read the asset model from this "
+                                                     "topic.")] = None,
 ):
     """Run a stream worker (Faust): validate, enrich, compute features, land everything in the lake.
 
@@ -429,6 +431,7 @@ def stream(
     publish_features, log_every_s). With --loglevel info it logs its rates and intake lag.
     """
     from schemas.asset_model import load_plant
+    from schemas.topics import ASSETS
     from transforms.app import create_app, load_assets, run_worker
     from transforms.settings import DataSettings, StreamSettings
     from transforms.warehouse import write_sensors
@@ -438,7 +441,7 @@ def stream(
     data = DataSettings()
     settings = StreamSettings()
     servers = _bootstrap(bootstrap)
-    snapshot = load_assets(servers)
+    snapshot = load_assets(servers, topic=assets_topic or ASSETS)
     # The topic is the live model: it wins over --plant, and its tombstones retire sensors of either.
     assets = {e.sensor_id: e for e in load_plant(plant).sensors} if plant else {}
     snapshot.apply_to(assets)
@@ -446,7 +449,7 @@ def stream(
         write_sensors(data.lake_root, sorted(assets.values(), key=lambda e: e.sensor_id))
     log.info("stream worker: %d sensors in the asset model, lake at %s", len(assets), data.lake_root)
     overrides = {k: v for k, v in {"readings_topic": readings_topic, "events_topic": events_topic,
-                                   "dlq_topic": dlq_topic}.items() if v}
+                                   "dlq_topic": dlq_topic, "assets_topic": assets_topic}.items() if v}
     faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain,
                            asset_rejects=snapshot.rejected, **overrides)
     t0 = time.monotonic()
