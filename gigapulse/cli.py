@@ -432,7 +432,7 @@ def stream(
     """
     from schemas.asset_model import load_plant
     from schemas.topics import ASSETS
-    from transforms.app import create_app, load_assets, run_worker
+    from transforms.app import StreamFailed, create_app, load_assets, run_worker
     from transforms.settings import DataSettings, StreamSettings
     from transforms.warehouse import write_sensors
 
@@ -453,7 +453,12 @@ def stream(
     faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain,
                            asset_rejects=snapshot.rejected, **overrides)
     t0 = time.monotonic()
-    run_worker(faust_app, loglevel=loglevel)
+    try:
+        run_worker(faust_app, loglevel=loglevel)
+    except StreamFailed as exc:
+        if isinstance(exc.__cause__, OSError):  # the environment (disk full, read-only): one line, no type
+            raise UserError(str(exc)) from exc
+        raise
     st = faust_app.gigapulse_stats
     wall = time.monotonic() - t0
     out.print(f"stream worker done: {st.messages:,} messages, {st.checkpoints:,} checkpoints in {wall:.1f}s; "

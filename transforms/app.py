@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -276,11 +277,17 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     app.gigapulse_error = None  # set when a checkpoint failed: the worker stops and exits non-zero
 
     def fail(exc: BaseException) -> None:
-        """Stop the worker on a failed checkpoint: going on would only pile up work it cannot commit."""
+        """Stop the worker on a failed checkpoint: going on would only pile up work it cannot commit.
+
+        Nothing is acknowledged after it, so no offset is committed past the last commit point; the
+        supervisor (compose's restart policy) restarts the worker, which resumes from the lake.
+        """
         if app.gigapulse_error is None:
+            if isinstance(exc, OSError) and not isinstance(exc, LakeUnwritable):
+                exc = LakeUnwritable.of(lake_root, exc)
             app.gigapulse_error = exc
-            # An OSError (disk full, permissions) is the environment: one line. Anything else is a
-            # bug, and its traceback is what the report needs.
+            # An OSError (disk full, read-only, permissions) is the environment: one line. Anything
+            # else is a bug, and its traceback is what the report needs.
             log.error("checkpoint failed, stopping the worker (a restart resumes from the lake): %s", exc,
                       exc_info=None if isinstance(exc, OSError) else exc)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -484,6 +491,30 @@ class StreamFailed(RuntimeError):
     """The worker stopped because a checkpoint could not be made durable."""
 
 
+class LakeUnwritable(OSError):
+    """The lake directory refused a write (full, read-only, no permission): the path and the cause.
+
+    pyarrow's own errors name neither the file nor the directory ("Error writing bytes to file"),
+    and an operator's first question is which disk.
+    """
+
+    @classmethod
+    def of(cls, lake_root: Path, exc: OSError) -> LakeUnwritable:
+        code = exc.errno
+        if code is None:  # pyarrow puts the errno in its message only: "... [errno 28] ..."
+            found = re.search(r"errno (\d+)", str(exc))
+            code = int(found.group(1)) if found else None
+        cause = os.strerror(code) if code else (exc.strerror or str(exc))
+        where = f" at {exc.filename}" if exc.filename else ""
+        err = cls(code, f"cannot write the lake at {lake_root}: {cause}{where}; nothing past the last checkpoint "
+                        "is committed, and a restart resumes from it once the directory is writable")
+        err.__cause__ = exc
+        return err
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
 def run_worker(app: faust.App, loglevel: str = "warn") -> None:
     """Run a Faust worker in this process until SIGTERM/SIGINT (or the end of a drain)."""
     worker = StreamWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
@@ -495,5 +526,7 @@ def run_worker(app: faust.App, loglevel: str = "warn") -> None:
         if exc.code not in (0, None):
             raise
     error = getattr(app, "gigapulse_error", None)
+    if isinstance(error, LakeUnwritable):
+        raise StreamFailed(f"the stream worker stopped: {error}") from error
     if error is not None:
         raise StreamFailed(f"the stream worker stopped: a checkpoint failed: {error}") from error

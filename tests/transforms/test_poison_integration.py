@@ -10,19 +10,16 @@ reading landed once and every bad record in ``dead_letters`` with its reason and
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import duckdb
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 from kafka.errors import InvalidTimestampError
 
 from schemas.contracts import decode_reading_message, encode
-from schemas.topics import TOPICS_BY_NAME
+from tests.transforms.support import drain, fresh_topics
 
 pytestmark = pytest.mark.integration
 
@@ -41,27 +38,9 @@ POISON = [
 ]
 
 
-def _topics(bootstrap: str) -> dict[str, str]:
-    """Fresh topics shaped like the catalog's (partitions, max.message.bytes, compaction)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    names = {}
-    try:
-        new = []
-        for role, catalog in (("readings", "plant.readings.v1"), ("events", "plant.events.v1"),
-                              ("dlq", "plant.dlq.v1"), ("assets", "plant.assets.v1")):
-            spec = TOPICS_BY_NAME[catalog]
-            names[role] = f"poison.{role}.{uuid.uuid4().hex[:8]}"
-            partitions = 2 if role in ("readings", "events") else 1
-            new.append(NewTopic(names[role], partitions, 1, topic_configs=spec.config()))
-        admin.create_topics(new, wait_for_metadata=True)
-    finally:
-        admin.close()
-    return names
-
-
 def test_no_record_stops_the_worker(bootstrap, tmp_path, reference_plant, reference_traffic):
     frames, events = reference_traffic[0][:60], reference_traffic[1][:30]
-    names = _topics(bootstrap)
+    names = fresh_topics(bootstrap, "poison")
     def new_producer() -> KafkaProducer:
         return KafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024, acks="all")
 
@@ -114,10 +93,7 @@ def test_no_record_stops_the_worker(bootstrap, tmp_path, reference_plant, refere
     env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=bootstrap, GIGAPULSE_DATA_DIR=str(data),
                GIGAPULSE_STREAM_GROUP_ID=f"g-poison-{uuid.uuid4().hex[:6]}",
                GIGAPULSE_STREAM_PUBLISH_FEATURES="false")
-    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", "stream", "--drain",
-                          "--readings-topic", names["readings"], "--events-topic", names["events"],
-                          "--dlq-topic", names["dlq"], "--assets-topic", names["assets"]],
-                         capture_output=True, text=True, env=env, timeout=240)
+    res = drain(names, env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
 
@@ -133,6 +109,7 @@ def test_no_record_stops_the_worker(bootstrap, tmp_path, reference_plant, refere
                           [str(data / "lake" / "dead_letters" / "**" / "*.parquet")]).fetchall()
     by_position = {}
     for topic, partition, offset, reason, stage in letters:
+        assert stage == "stream"
         by_position.setdefault((topic, partition, offset), []).append(reason)
     for topic, partition, offset, reason in sent:
         found = by_position.get((topic, partition, offset))
