@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
 from ingestion.settings import ProducerSettings
@@ -109,17 +110,37 @@ class PlantProducer:
             compression_type=None if s.compression == "none" else s.compression,
             linger_ms=s.linger_ms,
             batch_size=s.batch_size,
-            retries=s.retries,
             max_request_size=s.max_request_size,
+            # While the broker is away records wait in the buffer and are retried; after the delivery
+            # timeout they fail and are counted. A send that cannot even be buffered (no metadata,
+            # buffer full) gives up after the same time instead of kafka-python's fixed minute.
+            delivery_timeout_ms=int(s.delivery_timeout_s * 1000),
+            max_block_ms=int(s.delivery_timeout_s * 1000),
+            request_timeout_ms=max(1000, min(30_000, int(s.delivery_timeout_s * 1000) - s.linger_ms - 1)),
+            **({} if s.retries is None else {"retries": s.retries}),
             max_in_flight_requests_per_connection=5,
             partitioner=KeyHashPartitioner(),
         )
 
     def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         st = self.stats
+        if st.failed:
+            # A message has already failed for good (the broker stayed away past the delivery
+            # timeout): producing on would only fail more, and the run's figures would be wrong.
+            raise ProduceError(f"a message was not delivered within {self.settings.delivery_timeout_s:g} s "
+                               f"(GIGAPULSE_PRODUCER_DELIVERY_TIMEOUT_S; {st.last_error}); stopping, is the "
+                               "broker up? (gigapulse broker status)")
         st.sent += 1
         st.bytes += len(value)
-        fut = self._producer.send(topic, key=key, value=value)
+        try:
+            fut = self._producer.send(topic, key=key, value=value)
+        except KafkaTimeoutError as exc:  # no metadata, or the buffer stayed full: the broker is away
+            with st._lock:
+                st.failed += 1
+                st.last_error = f"{type(exc).__name__}: {exc}"
+            raise ProduceError(f"the broker did not take messages for {self.settings.delivery_timeout_s:g} s "
+                               f"(GIGAPULSE_PRODUCER_DELIVERY_TIMEOUT_S): {exc}; messages not delivered, is the "
+                               "broker up? (gigapulse broker status)") from None
         fut.add_callback(self._on_ack)
         fut.add_errback(self._on_error, topic, key)
 
@@ -127,11 +148,13 @@ class PlantProducer:
         with self.stats._lock:
             self.stats.acked += 1
 
-    def _on_error(self, exc: BaseException, topic: str, key: bytes | None) -> None:
+    def _on_error(self, topic: str, key: bytes | None, exc: BaseException) -> None:
         with self.stats._lock:
             self.stats.failed += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        log.error("delivery to %s (key %r) failed after retries: %s", topic, key, exc)
+            first = self.stats.failed == 1
+        if first:  # one line, not one per message: an outage fails thousands at once; close() counts them
+            log.error("delivery to %s (key %r) failed after retries: %s; counting further failures", topic, key, exc)
 
     def send_frame(self, gateway: str, payload: bytes, n_readings: int, topic: str = topics.READINGS) -> None:
         """Send an already-encoded frame (see :func:`schemas.contracts.encode_frame_arrays`)."""
@@ -170,6 +193,7 @@ class PlantProducer:
         finally:
             self._producer.close(timeout=timeout)
         if self.stats.failed:
-            raise ProduceError(f"{self.stats.failed} of {self.stats.sent} messages were not delivered "
-                               f"(last error: {self.stats.last_error})")
+            raise ProduceError(f"{self.stats.failed:,} of {self.stats.sent:,} messages were not delivered within "
+                               f"{self.settings.delivery_timeout_s:g} s (GIGAPULSE_PRODUCER_DELIVERY_TIMEOUT_S; last "
+                               f"error: {self.stats.last_error}); is the broker up? (gigapulse broker status)")
         return self.stats

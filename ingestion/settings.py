@@ -27,7 +27,11 @@ class ProducerSettings(BaseSettings):
     compression: str = Field("zstd", pattern=r"^(none|gzip|snappy|lz4|zstd)$")
     linger_ms: int = Field(10, ge=0, le=10_000)
     batch_size: int = Field(512 * 1024, ge=1024)
-    retries: int = Field(10, ge=0)
+    retries: int | None = Field(None, ge=0, description="Retries of a failed produce request; unset: until "
+                                "the delivery timeout (a broker restart must not exhaust them).")
+    delivery_timeout_s: float = Field(120.0, gt=0, description="How long a message may wait for the broker "
+                                      "(buffered while it is away, then retried) before it counts as not "
+                                      "delivered and the command fails.")
     max_request_size: int = Field(4 * 1024 * 1024, ge=1024)
     frame_max_readings: int = Field(2_000, ge=1, le=50_000,
                                     description="Readings per frame; a station's tick is split above this.")
