@@ -261,7 +261,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(filled, drained):
     ckpt = data / "lake" / "_checkpoints" / "plant.readings.v1"
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(list(ckpt.glob("*.pkl"))) < 2:
+        while time.monotonic() < deadline and len(list(ckpt.glob("*.json"))) < 2:
             time.sleep(0.05)
         assert proc.poll() is None, "the worker exited before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
@@ -320,4 +320,4 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_worker_with_one_line(fill
     assert "\x1b[" not in res.stdout + res.stderr  # no terminal escapes (Faust's spinner) in piped output
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     # nothing was committed for the readings partitions, so a repaired lake resumes from the start
-    assert not list((data / "lake" / "_checkpoints" / "plant.readings.v1").glob("*.pkl"))
+    assert not list((data / "lake" / "_checkpoints" / "plant.readings.v1").glob("*.json"))

@@ -32,23 +32,40 @@ One module per kind of feature, as Quix Streams lays out its windows: :mod:`.win
 clock, open windows, result types), :mod:`.sensors` (the sensor table), :mod:`.stats`,
 :mod:`.health`, :mod:`.spc`, :mod:`.quality` and :mod:`.energy`. Everything public is re-exported
 here, so callers write ``from transforms import features as F``.
+
+Every state class has ``snapshot()``, a frozen dataclass of plain numbers, strings, lists and numpy
+arrays (JSON lists on disk), and a ``restore(snapshot, ...)`` classmethod that builds an instance
+whose later output is the one the snapshotted instance would have produced: the stream's
+checkpoints (:mod:`transforms.checkpoint`) store these, never the live objects.
 """
 
 from transforms.features.energy import (
     ENERGY_COLUMNS,
     ENERGY_LINE_COLUMNS,
     EnergyWindows,
+    EnergyWindowsSnapshot,
     cell_capacity_kwh,
     energy_intensity,
     energy_windows,
 )
-from transforms.features.health import SENSOR_HEALTH_COLUMNS, SensorHealth, sensor_health
-from transforms.features.quality import QUALITY_COLUMNS, QualityWindows, quality_windows
-from transforms.features.sensors import SensorTable
+from transforms.features.health import (
+    SENSOR_HEALTH_COLUMNS,
+    SensorHealth,
+    SensorHealthSnapshot,
+    sensor_health,
+)
+from transforms.features.quality import (
+    QUALITY_COLUMNS,
+    QualityWindows,
+    QualityWindowsSnapshot,
+    quality_windows,
+)
+from transforms.features.sensors import SensorTable, SensorTableSnapshot
 from transforms.features.spc import (
     D2_MOVING_RANGE,
     SPC_COLUMNS,
     SpcState,
+    SpcStateSnapshot,
     capability_indices,
     cusum_series,
     ewma_halfwidth,
@@ -57,13 +74,15 @@ from transforms.features.spc import (
     process_capability,
     western_electric,
 )
-from transforms.features.stats import WINDOW_STATS_COLUMNS, WindowStats, window_stats
+from transforms.features.stats import WINDOW_STATS_COLUMNS, WindowStats, WindowStatsSnapshot, window_stats
 from transforms.features.windows import (
     DEFAULT_LATENESS_MS,
     DEFAULT_WIDTH_MS,
+    ClockSnapshot,
     Columns,
     Emitted,
     EnergyEmitted,
+    OpenWindowsSnapshot,
     to_arrow,
 )
 
@@ -74,4 +93,7 @@ __all__ = [
     "moving_range_sigma", "capability_indices", "process_capability", "SPC_COLUMNS", "SpcState",
     "QUALITY_COLUMNS", "QualityWindows", "quality_windows", "ENERGY_COLUMNS", "ENERGY_LINE_COLUMNS",
     "EnergyWindows", "energy_windows", "cell_capacity_kwh", "energy_intensity",
+    # snapshots of the state classes, for checkpoints (restore with the class's ``restore``)
+    "ClockSnapshot", "OpenWindowsSnapshot", "SensorTableSnapshot", "WindowStatsSnapshot", "SensorHealthSnapshot",
+    "SpcStateSnapshot", "QualityWindowsSnapshot", "EnergyWindowsSnapshot",
 ]

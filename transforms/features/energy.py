@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,11 @@ from transforms.features.windows import (
     _STRIDE,
     DEFAULT_LATENESS_MS,
     DEFAULT_WIDTH_MS,
+    Array,
+    ClockSnapshot,
     Columns,
     EnergyEmitted,
+    OpenWindowsSnapshot,
     _Clock,
     _concat,
     _group,
@@ -23,6 +27,7 @@ from transforms.features.windows import (
     _OpenWindows,
     _ratio,
     _readings,
+    column,
 )
 
 _ENERGY_DTYPES = {"kwh": np.float64, "readings": np.int64, "counter_resets": np.int64, "gaps": np.int64,
@@ -38,6 +43,19 @@ def _merge_energy(a: Columns, b: Columns) -> Columns:
     out = {k: a[k] + b[k] for k in a}
     out["gap_ms"] = np.fmax(a["gap_ms"], b["gap_ms"])
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyWindowsSnapshot:
+    """The state of an :class:`EnergyWindows`; per-meter arrays are indexed by sensor key."""
+
+    clock: ClockSnapshot
+    open: OpenWindowsSnapshot
+    gap_factor: float
+    last_ts: Array
+    last_v: Array
+    late_kwh: Array
+    late_total: int
 
 
 class EnergyWindows:
@@ -161,6 +179,26 @@ class EnergyWindows:
             self._clock.close_through(int(keys[-1] >> _SENSOR_BITS))
         rows, line_rows = self._rows(keys, cols)
         return EnergyEmitted(rows, line_rows, np.zeros(0, dtype=bool))
+
+    def snapshot(self) -> EnergyWindowsSnapshot:
+        """The state as plain values and arrays (it shares them: serialize it before the next push)."""
+        return EnergyWindowsSnapshot(self._clock.snapshot(), self._open.snapshot(), self.gap_factor,
+                                     self._last_ts, self._last_v, self._late_kwh, self.late_total)
+
+    @classmethod
+    def restore(cls, snap: EnergyWindowsSnapshot, table: SensorTable) -> EnergyWindows:
+        """The instance the snapshot was taken of, reading ``table`` (restored from the same snapshot)."""
+        energy = cls(table, snap.clock.width_ms, snap.clock.lateness_ms, float(snap.gap_factor))
+        energy._clock = _Clock.restore(snap.clock)
+        energy._open = _OpenWindows.restore(snap.open, _ENERGY_DTYPES)
+        n = len(snap.last_ts)
+        if n > len(table):
+            raise ValueError(f"snapshot energy windows: {n} meters, the sensor table has {len(table)}")
+        energy._last_ts = column(snap.last_ts, np.int64, n, "last_ts")
+        energy._last_v = column(snap.last_v, np.float64, n, "last_v")
+        energy._late_kwh = column(snap.late_kwh, np.float64, n, "late_kwh")
+        energy.late_total = int(snap.late_total)
+        return energy
 
     @property
     def pending_late_kwh(self) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,11 @@ from transforms.features.windows import (
     _SENSOR_MASK,
     DEFAULT_LATENESS_MS,
     DEFAULT_WIDTH_MS,
+    Array,
+    ClockSnapshot,
     Columns,
     Emitted,
+    OpenWindowsSnapshot,
     _Clock,
     _concat,
     _group,
@@ -22,6 +26,7 @@ from transforms.features.windows import (
     _OpenWindows,
     _ratio,
     _readings,
+    column,
 )
 
 _HEALTH_DTYPES = {"count": np.int64, "min": np.float64, "max": np.float64, "max_gap": np.float64,
@@ -44,6 +49,26 @@ def _merge_health(a: Columns, b: Columns) -> Columns:
         "max_gap": np.fmax(a["max_gap"], b["max_gap"]),
         "max_ts": np.maximum(a["max_ts"], b["max_ts"]),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class SensorHealthSnapshot:
+    """The state of a :class:`SensorHealth`; per-sensor arrays are indexed by sensor key."""
+
+    clock: ClockSnapshot
+    open: OpenWindowsSnapshot
+    stuck_min_count: int
+    active: Array
+    seen: Array
+    first_win: Array
+    last_ts: Array
+    last_closed_ts: Array
+    late_pending: Array
+    late_total: int
+
+
+_HEALTH_SENSOR_ARRAYS = {"seen": bool, "first_win": np.int64, "last_ts": np.int64, "last_closed_ts": np.float64,
+                         "late_pending": np.int64}
 
 
 class SensorHealth:
@@ -148,6 +173,27 @@ class SensorHealth:
         last = int(self._active[-1])
         self._clock.close_through(last)
         return Emitted(self._close(last + 1), np.zeros(0, dtype=bool))
+
+    def snapshot(self) -> SensorHealthSnapshot:
+        """The state as plain values and arrays (it shares them: serialize it before the next push)."""
+        return SensorHealthSnapshot(self._clock.snapshot(), self._open.snapshot(), self.stuck_min_count,
+                                    self._active, *(getattr(self, f"_{n}") for n in _HEALTH_SENSOR_ARRAYS),
+                                    self.late_total)
+
+    @classmethod
+    def restore(cls, snap: SensorHealthSnapshot, table: SensorTable) -> SensorHealth:
+        """The instance the snapshot was taken of, reading ``table`` (restored from the same snapshot)."""
+        health = cls(table, snap.clock.width_ms, snap.clock.lateness_ms, int(snap.stuck_min_count))
+        health._clock = _Clock.restore(snap.clock)
+        health._open = _OpenWindows.restore(snap.open, _HEALTH_DTYPES)
+        health._active = column(snap.active, np.int64, what="active windows")
+        n = len(snap.seen)
+        if n > len(table):
+            raise ValueError(f"snapshot sensor health: {n} sensors, the sensor table has {len(table)}")
+        for name, dtype in _HEALTH_SENSOR_ARRAYS.items():
+            setattr(health, f"_{name}", column(getattr(snap, name), dtype, n, name))
+        health.late_total = int(snap.late_total)
+        return health
 
     def _close(self, before: int | None) -> Columns:
         parts = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from transforms.features.windows import (
     _MS,
     DEFAULT_LATENESS_MS,
     DEFAULT_WIDTH_MS,
+    ClockSnapshot,
     Columns,
     Emitted,
     _Clock,
@@ -33,6 +35,24 @@ _GRADE_SLOT = {"A": _GA, "B": _GB, "C": _GC}
 #: Output columns of :class:`QualityWindows` and :func:`quality_windows`.
 QUALITY_COLUMNS = ("site", "line", "stage", "window_start", "window_end", *_QUALITY_COUNTERS, "yield",
                    "first_pass_yield", "scrap_by_reason")
+
+
+@dataclass(frozen=True, slots=True)
+class QualityWindowsSnapshot:
+    """The state of a :class:`QualityWindows`, its tuple-keyed dicts as lists of rows.
+
+    ``open``: ``[window, site, line, stage, [counters in _QUALITY_COUNTERS order]]``;
+    ``scrap``: ``[window, site, line, stage, {reason: count}]``; ``units``: ``[unit_id, stage,
+    visits, scrapped in current visit, last event time]``, oldest first (the eviction order).
+    """
+
+    clock: ClockSnapshot
+    rework_memory_ms: int
+    counters: list[str]
+    open: list[list[Any]]
+    scrap: list[list[Any]]
+    units: list[list[Any]]
+    late_total: int
 
 
 class QualityWindows:
@@ -161,6 +181,34 @@ class QualityWindows:
         last = max(key[0] for key in self._open)
         self._clock.close_through(last)
         return Emitted(self._close(last + 1), np.zeros(0, dtype=bool))
+
+    def snapshot(self) -> QualityWindowsSnapshot:
+        """The state as plain lists (copies: the snapshot does not change with later pushes)."""
+        return QualityWindowsSnapshot(
+            self._clock.snapshot(), self.rework_memory_ms, list(_QUALITY_COUNTERS),
+            [[*key, list(counts)] for key, counts in self._open.items()],
+            [[*key, dict(by_reason)] for key, by_reason in self._scrap.items()],
+            [[*key, visits, scrapped, last] for key, (visits, scrapped, last) in self._units.items()],
+            self.late_total)
+
+    @classmethod
+    def restore(cls, snap: QualityWindowsSnapshot) -> QualityWindows:
+        """The instance the snapshot was taken of."""
+        if list(snap.counters) != list(_QUALITY_COUNTERS):
+            # Counters are stored by position: a snapshot of another list would land in the wrong ones.
+            raise ValueError(f"snapshot quality windows: counters {snap.counters}, expected {list(_QUALITY_COUNTERS)}")
+        q = cls(snap.clock.width_ms, snap.clock.lateness_ms, int(snap.rework_memory_ms))
+        q._clock = _Clock.restore(snap.clock)
+        for win, site, line, stage, counts in snap.open:
+            if len(counts) != len(_QUALITY_COUNTERS):
+                raise ValueError(f"snapshot quality windows: {len(counts)} counters in an open window")
+            q._open[(int(win), str(site), str(line), str(stage))] = [int(c) for c in counts]
+        for win, site, line, stage, by_reason in snap.scrap:
+            q._scrap[(int(win), str(site), str(line), str(stage))] = {str(r): int(n) for r, n in by_reason.items()}
+        for unit_id, stage, visits, scrapped, last in snap.units:
+            q._units[(str(unit_id), str(stage))] = [int(visits), bool(scrapped), int(last)]
+        q.late_total = int(snap.late_total)
+        return q
 
     def _close(self, before: int | None) -> Columns:
         width = self._clock.width

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transforms.features.windows import _STRIDE
+from transforms.features.windows import _STRIDE, Array, column
 
 if TYPE_CHECKING:
     from schemas.contracts import AssetEntry
+
+
+@dataclass(frozen=True, slots=True)
+class SensorTableSnapshot:
+    """A sensor table in key order: the position of an id is its key, which every state array uses."""
+
+    sensor_id: list[str]
+    lsl: Array
+    usl: Array
+    target: Array
+    nominal_rate_hz: Array
+    ctq: Array
+    is_energy_meter: Array
+    site: list[str]
+    line: list[str]
+    station: list[str]
+    stage: list[str]
 
 
 class SensorTable:
@@ -113,3 +131,26 @@ class SensorTable:
             names, codes = np.unique(self.line.astype(str), return_inverse=True)
             self._line_codes = (codes.astype(np.int64), names.astype(object))
         return self._line_codes
+
+    def snapshot(self) -> SensorTableSnapshot:
+        """The table as plain columns (numeric ones as arrays): restore gives every sensor its key back."""
+        return SensorTableSnapshot(
+            self.sensor_id.tolist(), *(getattr(self, f) for f in self._FLOAT_FIELDS + self._BOOL_FIELDS),
+            *(getattr(self, f).tolist() for f in self._STR_FIELDS))
+
+    @classmethod
+    def restore(cls, snap: SensorTableSnapshot) -> SensorTable:
+        """A table equal to the snapshotted one, keys included."""
+        table = cls()
+        n = len(snap.sensor_id)
+        table.sensor_id = column(snap.sensor_id, object, n, "sensor_id")
+        table._index = {str(sid): key for key, sid in enumerate(snap.sensor_id)}
+        if len(table._index) != n:
+            raise ValueError("snapshot sensor table: sensor ids are not unique")
+        for name in cls._FLOAT_FIELDS:
+            setattr(table, name, column(getattr(snap, name), np.float64, n, name))
+        for name in cls._BOOL_FIELDS:
+            setattr(table, name, column(getattr(snap, name), bool, n, name))
+        for name in cls._STR_FIELDS:
+            setattr(table, name, column(getattr(snap, name), object, n, name))
+        return table

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from transforms.features.sensors import SensorTable
-from transforms.features.windows import Columns, _grown, _ratio
+from transforms.features.windows import Array, Columns, _grown, _ratio, column
 
 #: d2 for moving ranges of two consecutive points (n = 2): sigma = MR-bar / d2.
 D2_MOVING_RANGE = 1.128
@@ -130,6 +131,38 @@ _SIGMA_NONE, _SIGMA_SPEC, _SIGMA_BASELINE, _SIGMA_GIVEN = 0, 1, 2, 3
 _SIGMA_SOURCES = np.array([None, "spec", "baseline", "given"], dtype=object)
 
 
+#: Per-sensor state arrays of :class:`SpcState` kept in a snapshot: dtype, and row width for the ring
+#: buffers. ``ready`` is not among them: a snapshot holds exactly the ready (charted) sensors.
+_SPC_ARRAYS: dict[str, tuple[Any, str | None]] = {
+    "mu0": (np.float64, None), "sigma": (np.float64, None), "src": (np.int8, None),
+    "base_n": (np.int64, None), "base_prev": (np.float64, None), "base_mr": (np.float64, None),
+    "base_sum": (np.float64, None), "z": (np.float64, None), "t": (np.int64, None), "cpos": (np.float64, None),
+    "cneg": (np.float64, None), "we": (np.float64, "we"), "cap_n": (np.float64, "cap"),
+    "cap_mean": (np.float64, "cap"), "cap_m2": (np.float64, "cap"), "cap_i": (np.int64, None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SpcStateSnapshot:
+    """The state of an :class:`SpcState`: its parameters and the charts of its charted sensors.
+
+    Only CTQ sensors are ever charted (a few in a plant of a thousand), and every other sensor's
+    state is the initial one, so ``sensors`` lists the charted sensor keys and ``arrays`` holds one
+    entry per charted sensor for every name of ``_SPC_ARRAYS``: a value, or a row for the Western
+    Electric buffer (8 wide) and the capability rings (``capability_windows`` wide).
+    """
+
+    lam: float
+    L: float
+    k: float
+    h: float
+    baseline_windows: int
+    capability_windows: int
+    given_sigma: dict[str, float]
+    sensors: Array
+    arrays: dict[str, Array]
+
+
 class SpcState:
     """Control charts and capability of critical-to-quality sensors, on closed window means.
 
@@ -188,6 +221,30 @@ class SpcState:
         self._cap_mean = np.zeros((0, capability_windows))
         self._cap_m2 = np.zeros((0, capability_windows))
         self._cap_i = np.zeros(0, dtype=np.int64)
+
+    def snapshot(self) -> SpcStateSnapshot:
+        """The state as plain values and arrays (it shares them: serialize it before the next push)."""
+        ready = np.flatnonzero(self._ready)
+        return SpcStateSnapshot(self.lam, self.L, self.k, self.h, self.baseline_windows, self.capability_windows,
+                                dict(self._given), ready,
+                                {name: getattr(self, f"_{name}")[ready] for name in _SPC_ARRAYS})
+
+    @classmethod
+    def restore(cls, snap: SpcStateSnapshot, table: SensorTable) -> SpcState:
+        """The instance the snapshot was taken of, reading ``table`` (restored from the same snapshot)."""
+        spc = cls(table, float(snap.lam), float(snap.L), float(snap.k), float(snap.h), int(snap.baseline_windows),
+                  int(snap.capability_windows), {str(k): float(v) for k, v in snap.given_sigma.items()})
+        if set(snap.arrays) != set(_SPC_ARRAYS):
+            raise ValueError(f"snapshot SPC state: arrays {sorted(snap.arrays)}, expected {sorted(_SPC_ARRAYS)}")
+        ready = column(snap.sensors, np.int64, what="charted sensors")
+        if len(ready) and (ready.min() < 0 or ready.max() >= len(table) or len(np.unique(ready)) != len(ready)):
+            raise ValueError(f"snapshot SPC state: charted sensor keys outside the table of {len(table)} or repeated")
+        spc._grow()  # every sensor in its initial state, then the charted ones as they were
+        spc._ready[ready] = True
+        widths = {None: None, "we": 8, "cap": spc.capability_windows}
+        for name, (dtype, width) in _SPC_ARRAYS.items():
+            getattr(spc, f"_{name}")[ready] = column(snap.arrays[name], dtype, len(ready), name, widths[width])
+        return spc
 
     def _grow(self) -> None:
         n = len(self.table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,10 @@ from transforms.features.windows import (
     _SENSOR_MASK,
     DEFAULT_LATENESS_MS,
     DEFAULT_WIDTH_MS,
+    ClockSnapshot,
     Columns,
     Emitted,
+    OpenWindowsSnapshot,
     _Clock,
     _concat,
     _group,
@@ -52,6 +55,15 @@ def _merge_stats(a: Columns, b: Columns) -> Columns:
         "last": np.where(newer, b["last"], a["last"]),
         "out_of_spec": a["out_of_spec"] + b["out_of_spec"],
     }
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStatsSnapshot:
+    """The state of a :class:`WindowStats`: its clock, its open windows and its late count."""
+
+    clock: ClockSnapshot
+    open: OpenWindowsSnapshot
+    late_total: int
 
 
 class WindowStats:
@@ -106,6 +118,19 @@ class WindowStats:
         if len(keys):
             self._clock.close_through(int(keys[-1] >> _SENSOR_BITS))
         return Emitted(self._rows(keys, cols), np.zeros(0, dtype=bool))
+
+    def snapshot(self) -> WindowStatsSnapshot:
+        """The state as plain values and arrays (it shares them: serialize it before the next push)."""
+        return WindowStatsSnapshot(self._clock.snapshot(), self._open.snapshot(), self.late_total)
+
+    @classmethod
+    def restore(cls, snap: WindowStatsSnapshot, table: SensorTable) -> WindowStats:
+        """The instance the snapshot was taken of, reading ``table`` (restored from the same snapshot)."""
+        stats = cls(table, snap.clock.width_ms, snap.clock.lateness_ms)
+        stats._clock = _Clock.restore(snap.clock)
+        stats._open = _OpenWindows.restore(snap.open, _STATS_DTYPES)
+        stats.late_total = int(snap.late_total)
+        return stats
 
     def _rows(self, keys: np.ndarray, c: Columns) -> Columns:
         sensor = (keys & _SENSOR_MASK).astype(np.int32)

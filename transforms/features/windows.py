@@ -52,6 +52,45 @@ class EnergyEmitted:
     late: np.ndarray
 
 
+#: A snapshot's array: a numpy array in memory, a JSON list on disk (restore accepts either).
+Array = np.ndarray | list
+
+
+def column(values: Any, dtype: Any, n: int | None = None, what: str = "column", width: int | None = None) -> np.ndarray:
+    """A fresh array of ``dtype`` from a snapshot's list or array, checked for its length.
+
+    Restoring never shares memory with the snapshot, and a list of the wrong length (a snapshot
+    of another table, a hand-edited file) fails here with its name instead of deep in numpy later.
+    JSON has no NaN: a null in a float column comes back as NaN.
+    """
+    arr = np.array(values, dtype=dtype)
+    if width is not None and arr.shape == (0,):
+        arr = arr.reshape(0, width)  # JSON writes an empty (0, width) array as []
+    shape_ok = arr.ndim == 1 if width is None else (arr.ndim == 2 and arr.shape[1] == width)
+    if not shape_ok or (n is not None and len(arr) != n):
+        want = (n if n is not None else "n",) + (() if width is None else (width,))
+        raise ValueError(f"snapshot {what}: expected shape {want}, got {arr.shape}")
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSnapshot:
+    """A watermark clock: its parameters and how far it has advanced."""
+
+    width_ms: int
+    lateness_ms: int
+    max_ts: int | None
+    closed_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenWindowsSnapshot:
+    """Open windows: packed (window, sensor) keys, sorted, and one aggregate column per name."""
+
+    keys: Array
+    cols: dict[str, Array]
+
+
 class _Clock:
     """Watermark bookkeeping shared by every windowed class (see the module docstring)."""
 
@@ -71,6 +110,16 @@ class _Clock:
     @property
     def watermark(self) -> int | None:
         return None if self.max_ts is None else self.max_ts - self.lateness
+
+    def snapshot(self) -> ClockSnapshot:
+        return ClockSnapshot(self.width, self.lateness, self.max_ts, self.closed_before)
+
+    @classmethod
+    def restore(cls, snap: ClockSnapshot) -> _Clock:
+        clock = cls(snap.width_ms, snap.lateness_ms)
+        clock.max_ts = None if snap.max_ts is None else int(snap.max_ts)
+        clock.closed_before = None if snap.closed_before is None else int(snap.closed_before)
+        return clock
 
     def late(self, win: np.ndarray) -> np.ndarray:
         if self.closed_before is None:
@@ -136,6 +185,22 @@ class _OpenWindows:
 
     def pop_all(self) -> tuple[np.ndarray, Columns]:
         return self.pop_before(None if not len(self.keys) else int(self.keys[-1] >> _SENSOR_BITS) + 1)
+
+    def snapshot(self) -> OpenWindowsSnapshot:
+        """The open windows; shares the live arrays, so serialize it before the next push."""
+        return OpenWindowsSnapshot(self.keys, dict(self.cols))
+
+    @classmethod
+    def restore(cls, snap: OpenWindowsSnapshot, dtypes: Mapping[str, Any]) -> _OpenWindows:
+        if set(snap.cols) != set(dtypes):
+            raise ValueError(f"snapshot open windows: columns {sorted(snap.cols)}, expected {sorted(dtypes)}")
+        out = cls(dtypes)
+        out.keys = column(snap.keys, np.int64, what="open window keys")
+        if len(out.keys) > 1 and not (np.diff(out.keys) > 0).all():
+            raise ValueError("snapshot open window keys are not sorted and unique")
+        out.cols = {k: column(snap.cols[k], dt, len(out.keys), f"open window column {k!r}")
+                    for k, dt in dtypes.items()}
+        return out
 
 
 @dataclass(slots=True)
