@@ -27,7 +27,8 @@ pickled objects): renaming an attribute of a feature class cannot change what a 
 A change to what the state documents hold must raise :data:`FORMAT_VERSION`; a file of any other
 version, or one that does not parse into the documents, is refused with :class:`CheckpointError`
 naming the file, never guessed at. Numeric arrays are JSON lists (NaN as null, infinities as
-the strings ``"inf"``/``"-inf"``), so restored floats are bit-identical.
+the strings ``"inf"``/``"-inf"``; a single non-finite float as ``"nan"``/``"inf"``/``"-inf"``), so
+restored floats are bit-identical.
 
 Legacy: the format before this one pickled the live objects to ``<partition>.pkl``. Such a file is
 migrated on load: read with an unpickler that only accepts numpy arrays, plain containers and the
@@ -42,6 +43,7 @@ import functools
 import importlib
 import io
 import logging
+import math
 import os
 import pickle
 import typing
@@ -208,6 +210,8 @@ def _plain(obj: Any) -> Any:
         return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # "nan", "inf", "-inf": float() reads them back
     if isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and np.isinf(obj).any():
         out = obj.astype(object)
         out[np.isposinf(obj)] = "inf"

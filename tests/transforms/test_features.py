@@ -880,6 +880,13 @@ def test_quality_windows_restored_from_their_snapshot_continue_identically(split
     assert live.late_total == restored.late_total > 0
 
 
+def test_non_finite_parameters_survive_a_snapshot():
+    energy = _roundtrip(EnergyWindows(_snapshot_table(), MIN, gap_factor=math.inf), _snapshot_table())
+    assert energy.gap_factor == math.inf
+    spc = _roundtrip(SpcState(_snapshot_table(), sigma={"s0": math.nan, "s1": 2.0}), _snapshot_table())
+    assert math.isnan(spc._given["s0"]) and spc._given["s1"] == 2.0
+
+
 def test_sensor_table_restored_from_its_snapshot_keeps_every_key():
     table = _snapshot_table()
     restored = _roundtrip(table)
