@@ -452,7 +452,12 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
             fail(exc)
             return
         stats.maybe_log(len(in_flight))
-        if drain and targets and _drained():
+        try:
+            drained = drain and targets and _drained()
+        except OSError as exc:  # an unreadable checkpoint file: one line and a stop, like a failed write
+            fail(exc)
+            return
+        if drained:
             log.info("drain complete: every partition's checkpoint reached its end offset")
             os.kill(os.getpid(), signal.SIGTERM)
 

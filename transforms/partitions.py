@@ -3,19 +3,9 @@
 One :class:`ReadingsPartition` (or :class:`EventsPartition`) exists per assigned source partition.
 It decodes and validates messages (bad ones become dead-letter rows), enriches readings from the
 asset model, feeds the pure feature classes of :mod:`transforms.features`, and buffers lake rows.
-
-A *checkpoint* makes everything since the previous one durable, in this order:
-
-1. the lake files of every table, named by the source offset range they cover (atomic renames);
-2. the partition's state: the next offset to read and the feature state (open windows, SPC
-   charts), pickled to ``<lake>/_checkpoints/<topic>/<partition>.pkl`` with an atomic rename.
-
-Step 2 is the commit point. On (re)assignment a partition loads its state and deletes lake files
-that start at or after the checkpointed offset: those were written by a checkpoint that crashed
-before its commit point. Messages below the checkpointed offset are skipped, so Kafka's own offset
-commits (made only after a checkpoint) are an optimisation and never the source of truth. A crash
-at any moment therefore repeats work but never loses or duplicates a row, and because the feature
-state is restored with the offset, features resume exactly where they stopped.
+A checkpoint hands those rows and a snapshot of the feature state to :mod:`transforms.checkpoint`,
+which owns the commit point: lake files first, then the partition's checkpoint file. On
+(re)assignment a partition resumes from that file, features included.
 
 No Faust or Kafka import here: the Faust app (:mod:`transforms.app`) only wires messages in and
 acknowledgements out, so all of this is tested without a broker.
@@ -25,12 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,63 +41,33 @@ from schemas.contracts import (
     decode_reading_message,
 )
 from transforms import features as F
-from transforms.lake import LakeWriter, fsync_dir, parse_file_name
+from transforms.checkpoint import (
+    Checkpoint,
+    CheckpointFailed,
+    CheckpointJob,
+    CheckpointResult,
+    DeadLettersState,
+    EventsState,
+    ReadingsState,
+    checkpoint_path,
+    committed_next_offset,
+    drop_uncommitted,
+    dump_snapshot,
+    legacy_checkpoint_path,
+    load_checkpoint,
+    load_snapshot,
+    state_line,
+)
+from transforms.lake import LakeWriter
 from transforms.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "_checkpoints"
 _MS_TS = pa.timestamp("ms", tz="UTC")
 _QUALITY_CODE = {"good": 0, "uncertain": 1, "bad": 2}
-
-
-def checkpoint_path(lake_root: Path, topic: str, partition: int) -> Path:
-    """Where the commit point of one source partition lives."""
-    return lake_root / CHECKPOINT_DIR / topic / f"{partition}.pkl"
-
-
-def committed_next_offset(lake_root: Path, topic: str, partition: int) -> int:
-    """The next offset to process for a partition according to its checkpoint (0 if none)."""
-    path = checkpoint_path(lake_root, topic, partition)
-    try:
-        with open(path, "rb") as fh:
-            return int(pickle.load(fh)["next_offset"])
-    except FileNotFoundError:
-        return 0
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def drop_uncommitted(lake_root: Path, topic: str, partition: int, next_offset: int) -> int:
-    """Delete lake files of (topic, partition) that start at or after ``next_offset``.
-
-    They come from a checkpoint that crashed between its file renames and its commit point.
-    """
-    removed = 0
-    for table in T.TABLES:
-        tdir = lake_root / table
-        if not tdir.is_dir():
-            continue
-        for path in tdir.rglob(f"{topic}+{partition}+*.parquet"):
-            rng = parse_file_name(path.name)
-            if rng and rng.topic == topic and rng.partition == partition and rng.first_offset >= next_offset:
-                path.unlink()
-                removed += 1
-        for tmp in tdir.rglob(f".{topic}+{partition}+*.tmp"):
-            tmp.unlink(missing_ok=True)
-    if removed:
-        log.warning("%s[%d]: removed %d uncommitted lake file(s) at or after offset %d",
-                    topic, partition, removed, next_offset)
-    return removed
+# The checkpoint names the app and the tests use, kept importable from here.
+__all__ = ["CheckpointFailed", "CheckpointJob", "CheckpointResult", "DeadLettersPartition", "EventsPartition",
+           "ReadingsPartition", "checkpoint_path", "committed_next_offset", "drop_uncommitted", "feature_messages"]
 
 
 def _dead_letter(err: ContractError, topic: str, partition: int, offset: int, payload: bytes | None) -> DeadLetter:
@@ -156,96 +113,12 @@ def internal_error(exc: BaseException, attempts: int) -> ContractError:
                          f"{type(exc).__name__}: {exc}{where} (failed {attempts} time(s); set aside)")
 
 
-@dataclass
-class CheckpointResult:
-    """What one checkpoint made durable."""
-
-    topic: str
-    partition: int
-    first_offset: int
-    last_offset: int
-    rows: dict[str, int] = field(default_factory=dict)
-    features: dict[str, pa.Table] = field(default_factory=dict)
-    #: Refused messages, for the caller to send to plant.dlq.v1 before acknowledging.
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-
-
-class CheckpointFailed(RuntimeError):
-    """A checkpoint of this partition failed earlier: later ones must not commit past it."""
-
-
-class CheckpointJob:
-    """The durable half of a checkpoint: lake files first, then the state file (the commit point).
-
-    Built by :meth:`_Partition.prepare` on the event loop; :meth:`write` may run in a worker
-    thread, where pyarrow encodes, compresses and fsyncs without holding the GIL, so the loop keeps
-    decoding the next batch on the other core. Once one job of a partition fails, every later job of
-    that partition refuses to run: committing a later offset would skip the failed batch's rows.
-    """
-
-    __slots__ = ("owner", "first_offset", "last_offset", "tables", "state", "dead_letters", "result")
-
-    def __init__(self, owner: _Partition, first_offset: int, last_offset: int, tables: dict[str, pa.Table],
-                 state: bytes, dead_letters: list[DeadLetter]):
-        self.owner = owner
-        self.first_offset = first_offset
-        self.last_offset = last_offset
-        self.tables = tables
-        self.state = state
-        self.dead_letters = dead_letters
-        self.result: CheckpointResult | None = None
-
-    def write(self) -> CheckpointResult:
-        """Write the lake files, then commit: the whole checkpoint in the caller's thread."""
-        self.write_files()
-        self.commit()
-        return self.result
-
-    def write_files(self) -> CheckpointResult:
-        """Step 1: the lake files (atomic renames); readers see the rows from here on.
-
-        Until :meth:`commit` they are uncommitted: a crash now makes the next owner delete them and
-        redo the batch. The caller may deliver the dead letters and feature rows in between.
-        """
-        self._check()
-        owner = self.owner
-        first, last = self.first_offset, self.last_offset
-        result = CheckpointResult(owner.topic, owner.partition, first, last, dead_letters=self.dead_letters)
-        try:
-            for name, table in self.tables.items():
-                writer = owner.writers[name]
-                writer.add(owner.topic, owner.partition, first, last, table)
-                writer.flush(owner.topic, owner.partition)
-                result.rows[name] = table.num_rows
-                if name in owner.FEATURE_TABLES:
-                    result.features[name] = table
-        except BaseException as exc:
-            owner.failed = exc
-            raise
-        self.result = result
-        return result
-
-    def commit(self) -> None:
-        """Step 2, the commit point: the partition's state file says the batch is done."""
-        self._check()
-        owner = self.owner
-        try:
-            _write_atomic(checkpoint_path(owner.lake_root, owner.topic, owner.partition), self.state)
-        except BaseException as exc:
-            owner.failed = exc
-            raise
-
-    def _check(self) -> None:
-        failed = self.owner.failed
-        if failed is not None:
-            raise CheckpointFailed(f"{self.owner.topic}[{self.owner.partition}]: an earlier checkpoint failed "
-                                   f"({failed}); restart the worker to resume from the lake") from failed
-
-
 class _Partition:
     """Shared checkpoint mechanics of one source partition."""
 
     TABLES: tuple[T.TableSpec, ...] = ()
+    #: The checkpoint's state document of this kind of partition.
+    STATE: type = DeadLettersState
 
     def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings):
         self.topic = topic
@@ -262,29 +135,38 @@ class _Partition:
         self.state: dict[str, Any] = {}
         #: The error of a failed checkpoint write; set, it stops every later write of this partition.
         self.failed: BaseException | None = None
+        #: A legacy pickled checkpoint this partition resumed from, removed at its first commit.
+        self.legacy_checkpoint: Path | None = None
         #: Messages taken since the last prepared checkpoint, as received: replayed one at a time
         #: when processing them raised (see :meth:`_isolate`). References only, no copies.
         self._batch: list[tuple[int, int, bytes | None]] = []
         #: Records set aside with ``internal_error`` (a worker bug) since the worker started.
         self.internal_errors = 0
         self._load()
-        #: The state as of the last prepared checkpoint (serialized): where :meth:`_isolate` restarts.
-        self._boundary = pickle.dumps(self.state, protocol=5)
+        #: The state as of the last prepared checkpoint, as its snapshot's JSON: where
+        #: :meth:`_isolate` restarts (the same typed snapshot a checkpoint file holds).
+        self._boundary = self._snapshot()
 
     # ------------------------------------------------------------------ state
     def _new_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _snapshot(self) -> bytes:
+        """The state as its typed snapshot's JSON: a copy that later processing cannot change."""
+        return dump_snapshot(self.STATE.capture(self.state))
+
+    def _restore(self, snapshot: bytes) -> None:
+        self.state = load_snapshot(self.STATE, snapshot).restore()
+
     def _load(self) -> None:
-        path = checkpoint_path(self.lake_root, self.topic, self.partition)
-        try:
-            with open(path, "rb") as fh:
-                saved = pickle.load(fh)
-            self.next_offset = int(saved["next_offset"])
-            self.state = saved["state"]
-        except FileNotFoundError:
-            self.next_offset = 0
-            self.state = self._new_state()
+        """Resume from the checkpoint (raises CheckpointError, naming the file, if it cannot be trusted)."""
+        loaded = load_checkpoint(self.lake_root, self.topic, self.partition, self.STATE)
+        if loaded is None:
+            self.next_offset, self.state = 0, self._new_state()
+        else:
+            self.next_offset, self.state = loaded
+            legacy = legacy_checkpoint_path(self.lake_root, self.topic, self.partition)
+            self.legacy_checkpoint = legacy if legacy.exists() else None
         drop_uncommitted(self.lake_root, self.topic, self.partition, self.next_offset)
 
     # ------------------------------------------------------------------ intake
@@ -327,7 +209,7 @@ class _Partition:
                   "time to set the cause aside", self.topic, self.partition, type(exc).__name__, exc,
                   self._batch[0][0] if self._batch else "?", exc_info=exc)
         batch, self._batch = self._batch, []
-        self.state = pickle.loads(self._boundary)
+        self._restore(self._boundary)
         self._reset_buffers()
         for tables in self.pending.values():
             tables.clear()
@@ -340,7 +222,7 @@ class _Partition:
 
     def _add_alone(self, offset: int, ingest_ms: int, payload: bytes | None) -> None:
         """Take and compute one message on its own; restore and dead-letter it if it keeps failing."""
-        before = pickle.dumps(self.state, protocol=5)
+        before = self._snapshot()
         marks = {name: len(tables) for name, tables in self.pending.items()}
         error: BaseException | None = None
         for attempt in range(1, self.settings.internal_retries + 2):
@@ -353,7 +235,7 @@ class _Partition:
                 return
             except Exception as exc:  # noqa: BLE001 - see _isolate
                 error = exc
-                self.state = pickle.loads(before)
+                self._restore(before)
                 self._reset_buffers()
                 for name, tables in self.pending.items():
                     del tables[marks[name]:]
@@ -397,9 +279,9 @@ class _Partition:
     def prepare(self, final: bool = False) -> CheckpointJob | None:
         """Close the current batch: compute it, snapshot the state, and hand back the write to do.
 
-        Runs on the event loop and is cheap (feature arithmetic, one pickle); the returned job does
-        the slow part (Parquet encoding, fsyncs) and may run in another thread while this partition
-        goes on taking messages. Jobs of one partition must be written in the order they were
+        Runs on the event loop and is cheap (feature arithmetic, one JSON snapshot of the state); the
+        returned job does the slow part (Parquet encoding, fsyncs) and may run in another thread
+        while this partition goes on taking messages. Jobs of one partition must be written in the order they were
         prepared, and a job must not be written after an earlier one failed (see
         :class:`CheckpointJob`). Returns None when nothing was taken since the previous checkpoint.
         ``final`` also closes every open window (end of a drain).
@@ -420,8 +302,9 @@ class _Partition:
                 tables[name] = kept[0] if len(kept) == 1 else pa.concat_tables(kept)
             parts.clear()
         dead, self.dead = self.dead, []
-        self._boundary = pickle.dumps(self.state, protocol=5)
-        state = pickle.dumps({"next_offset": last + 1, "state": self.state}, protocol=5)
+        snapshot = self.STATE.capture(self.state)
+        state = Checkpoint(self.topic, self.partition, last + 1, snapshot).encode()
+        self._boundary = state_line(state)
         self.next_offset = last + 1
         self.first_offset = self.last_offset = None
         self._batch = []
@@ -443,6 +326,7 @@ class ReadingsPartition(_Partition):
     """One partition of ``plant.readings.v1``: raw readings, window features, SPC, health, energy."""
 
     TABLES = (T.READINGS, T.SENSOR_FEATURES_1M, T.SENSOR_FEATURES_1H, T.SENSOR_HEALTH, T.ENERGY_FEATURES)
+    STATE = ReadingsState
     FEATURE_TABLES = frozenset({"sensor_features_1m", "sensor_features_1h", "sensor_health", "energy_features"})
 
     def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings,
@@ -737,6 +621,7 @@ class EventsPartition(_Partition):
     """One partition of ``plant.events.v1``: raw production events and quality features."""
 
     TABLES = (T.PRODUCTION_EVENTS, T.QUALITY_FEATURES)
+    STATE = EventsState
     FEATURE_TABLES = frozenset({"quality_features"})
 
     def __init__(self, topic: str, partition: int, lake_root: Path, settings: StreamSettings):

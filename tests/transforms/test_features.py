@@ -771,3 +771,143 @@ def test_energy_ignores_other_sensors_and_flags_late_only_for_meters():
     assert energy.pending_late_kwh.tolist() == [0.0, 0.5, 0.0, 0.0]  # m2's late step is kept, m1's is stale
     rows = energy.flush_all().rows
     assert rows["sensor_id"].tolist() == ["m1"] and rows["late_kwh"].tolist() == [0.0]
+
+
+# --------------------------------------------------------------------------- snapshot and restore
+
+
+def _snapshot_table() -> SensorTable:
+    """Six sensors: two CTQ (one with an infinite lower limit), a meter pair, one without limits."""
+    return SensorTable.from_arrays(
+        [f"s{i}" for i in range(6)],
+        lsl=[80.0, -math.inf, 1.0, np.nan, np.nan, np.nan], usl=[94.0, 5.0, 2.0, np.nan, np.nan, np.nan],
+        target=[87.0, np.nan, np.nan, np.nan, np.nan, np.nan], nominal_rate_hz=[10.0, 5.0, 2.0, 1.0, 1.0, 1.0],
+        ctq=[True, True, False, False, False, False], is_energy_meter=[False, False, False, True, True, False],
+        site=["ref"] * 6, line=["l1", "l1", "l2", "l1", "l2", "l2"], station=[f"st{i}" for i in range(6)],
+        stage=["coating"] * 6)
+
+
+def _snapshot_batches(seed: int = 7, n: int = 6, size: int = 400) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Micro-batches over ~12 minutes with disorder and some late readings; meters count up with resets."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(n):
+        s = rng.integers(0, 6, size)
+        t = T0 + b * 2 * MIN + rng.integers(0, 2 * MIN, size)
+        t[:5] -= 3 * MIN  # late for windows the watermark closed in an earlier batch
+        v = 87.0 + rng.normal(0, 1, size)
+        meter = (s == 3) | (s == 4)
+        v[meter] = (t[meter] - T0) / 1000.0 + 10 * (t[meter] > T0 + 7 * MIN)  # a jump, then a reset below
+        v[meter & (t > T0 + 9 * MIN)] -= 400
+        v[s == 5] = 1.0  # flat-lined: stuck
+        out.append((s, t, v))
+    return out
+
+
+def _roundtrip(obj, *args):
+    """restore(JSON of snapshot()): what a checkpoint does, minus the file."""
+    from transforms.checkpoint import dump_snapshot, load_snapshot
+
+    snap = obj.snapshot()
+    return type(obj).restore(load_snapshot(type(snap), dump_snapshot(snap)), *args)
+
+
+def _assert_same_output(a, b) -> None:
+    for field in ("rows", "line_rows", "late"):
+        if hasattr(a, field):
+            x, y = getattr(a, field), getattr(b, field)
+            if isinstance(x, dict):
+                assert_columns_equal(x, y, rtol=0, atol=0)
+            else:
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("cls", [WindowStats, SensorHealth, EnergyWindows])
+@pytest.mark.parametrize("split", [0, 1, 3, 5])
+def test_sensor_state_restored_from_its_snapshot_continues_identically(cls, split):
+    """Snapshot after ``split`` batches, restore through JSON, and feed both the rest: same rows."""
+    table = _snapshot_table()
+    live = cls(table, MIN, 5_000)
+    batches = _snapshot_batches()
+    for s, t, v in batches[:split]:
+        live.push(s, t, v)
+    table2 = SensorTable.restore(table.snapshot())
+    restored = _roundtrip(live, table2)
+    for s, t, v in batches[split:]:
+        _assert_same_output(live.push(s, t, v), restored.push(s, t, v))
+    _assert_same_output(live.flush_all(), restored.flush_all())
+    assert live.late_total == restored.late_total > 0
+
+
+@pytest.mark.parametrize("split", [0, 2, 5])
+def test_spc_state_restored_from_its_snapshot_continues_identically(split):
+    table = _snapshot_table()
+    windows = WindowStats(table, MIN, 5_000)
+    rows = [windows.push(s, t, v).rows for s, t, v in _snapshot_batches(n=8)] + [windows.flush_all().rows]
+    live = SpcState(table, baseline_windows=3, capability_windows=4, sigma={"s0": 0.5})
+    for r in rows[:split]:
+        live.push(r)
+    restored = _roundtrip(live, SensorTable.restore(table.snapshot()))
+    assert np.isneginf(restored._mu0).any() == np.isneginf(live._mu0).any()  # infinities survive JSON
+    for r in rows[split:]:
+        assert_columns_equal(live.push(r), restored.push(r), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("split", [0, 40, 90])
+def test_quality_windows_restored_from_their_snapshot_continue_identically(split):
+    rng = np.random.default_rng(3)
+    n = 150
+    ts = np.sort(T0 + rng.integers(0, 10 * MIN, n))
+    ts[100:103] -= 4 * MIN  # late events
+    kind = rng.choice(["enter", "leave", "scrap", "grade"], n).tolist()
+    unit = [f"u{i}" for i in rng.integers(0, 20, n)]
+    stage = rng.choice(["coating", "formation"], n).tolist()
+    reason = rng.choice(["burr", "short", None], n).tolist()
+    grade = rng.choice(["A", "B", "C", "X"], n).tolist()
+    live = QualityWindows(MIN, 5_000, rework_memory_ms=5 * MIN)
+
+    def push(q, lo, hi):
+        return q.push(ts[lo:hi], ["l1"] * (hi - lo), stage[lo:hi], kind[lo:hi], unit[lo:hi], reason[lo:hi],
+                      grade[lo:hi], ["ref"] * (hi - lo))
+
+    push(live, 0, split)
+    restored = _roundtrip(live)
+    assert restored.tracked_units == live.tracked_units
+    for lo in range(split, n, 17):
+        a, b = push(live, lo, min(lo + 17, n)), push(restored, lo, min(lo + 17, n))
+        assert_columns_equal(a.rows, b.rows, rtol=0, atol=0)
+    assert_columns_equal(live.flush_all().rows, restored.flush_all().rows, rtol=0, atol=0)
+    assert live.late_total == restored.late_total > 0
+
+
+def test_non_finite_parameters_survive_a_snapshot():
+    energy = _roundtrip(EnergyWindows(_snapshot_table(), MIN, gap_factor=math.inf), _snapshot_table())
+    assert energy.gap_factor == math.inf
+    spc = _roundtrip(SpcState(_snapshot_table(), sigma={"s0": math.nan, "s1": 2.0}), _snapshot_table())
+    assert math.isnan(spc._given["s0"]) and spc._given["s1"] == 2.0
+
+
+def test_sensor_table_restored_from_its_snapshot_keeps_every_key():
+    table = _snapshot_table()
+    restored = _roundtrip(table)
+    assert restored.keys_of(["s5", "s0", "nope"]).tolist() == [5, 0, -1]
+    for name in ("sensor_id", "lsl", "usl", "target", "nominal_rate_hz", "ctq", "is_energy_meter", "site", "line",
+                 "station", "stage"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(table, name), err_msg=name)
+    assert restored.upsert([]).tolist() == []
+    assert SensorTable.from_arrays(["s0"]).keys_of(["s0"]).tolist() == [0]
+
+
+def test_a_snapshot_that_does_not_fit_its_class_is_refused():
+    from transforms.checkpoint import dump_snapshot, load_snapshot
+
+    stats = WindowStats(_snapshot_table(), MIN)
+    stats.push(*_snapshot_batches(n=1)[0])
+    snap = load_snapshot(type(stats.snapshot()), dump_snapshot(stats.snapshot()))
+    cols = dict(snap.open.cols)
+    cols["mean"] = cols["mean"][:-1]  # one value short
+    bad = type(snap)(snap.clock, type(snap.open)(snap.open.keys, cols), snap.late_total)
+    with pytest.raises(ValueError, match="open window column 'mean'"):
+        WindowStats.restore(bad, _snapshot_table())
+    with pytest.raises(ValueError, match="missing"):
+        load_snapshot(type(snap), b'{"clock": {}, "open": {}}')

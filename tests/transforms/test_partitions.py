@@ -12,6 +12,7 @@ import pytest
 from ingestion.simulator import PlantSimulator
 from schemas.asset_model import load_plant
 from schemas.contracts import Reason, encode_frame_arrays
+from transforms import checkpoint as C
 from transforms import partitions as P
 from transforms.settings import StreamSettings
 
@@ -83,7 +84,7 @@ def test_crash_between_files_and_commit_point_repeats_without_duplicates(tmp_pat
     def crash(*_a, **_k):
         raise OSError("power cut")
 
-    monkeypatch.setattr(P, "_write_atomic", crash)
+    monkeypatch.setattr(C, "write_atomic", crash)
     with pytest.raises(OSError):
         p.checkpoint()  # files renamed, commit point never written
     monkeypatch.undo()
@@ -143,7 +144,7 @@ def test_a_failed_checkpoint_blocks_every_later_commit_of_its_partition(tmp_path
     def disk_full(*_a, **_k):
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(p.writers["readings"], "flush", disk_full)
+    monkeypatch.setattr(p.writers["readings"], "write", disk_full)
     with pytest.raises(OSError):
         broken.write_files()
     monkeypatch.undo()

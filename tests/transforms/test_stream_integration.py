@@ -261,7 +261,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(filled, drained):
     ckpt = data / "lake" / "_checkpoints" / "plant.readings.v1"
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(list(ckpt.glob("*.pkl"))) < 2:
+        while time.monotonic() < deadline and len(list(ckpt.glob("*.json"))) < 2:
             time.sleep(0.05)
         assert proc.poll() is None, "the worker exited before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
@@ -321,4 +321,22 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_worker_with_one_line(fill
     assert "\x1b[" not in res.stdout + res.stderr  # no terminal escapes (Faust's spinner) in piped output
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     # nothing was committed for the readings partitions, so a repaired lake resumes from the start
-    assert not list((data / "lake" / "_checkpoints" / "plant.readings.v1").glob("*.pkl"))
+    assert not list((data / "lake" / "_checkpoints" / "plant.readings.v1").glob("*.json"))
+
+
+def test_a_checkpoint_of_an_unknown_format_stops_the_worker_with_one_line_naming_it(filled):
+    """A checkpoint file from a newer gigapulse is refused, never misread, and never a traceback."""
+    settings, _, tmp = filled
+    data = tmp / "future"
+    ckpt = data / "lake" / "_checkpoints" / "plant.readings.v1" / "0.json"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b'{"format_version":99,"kind":"readings","topic":"plant.readings.v1","partition":0,'
+                     b'"next_offset":5}\n{}\n')
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", "stream", "--drain"], capture_output=True,
+                         text=True, env=_env(settings, data, "g-future"), timeout=120)
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("gigapulse: error:") and f"checkpoint {ckpt} has format version 99" in last, \
+        res.stderr[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert ckpt.read_bytes().startswith(b'{"format_version":99')  # left as it was for the operator

@@ -42,9 +42,7 @@ def sensor(sensor_id: str, unit: str = "um") -> AssetEntry:
 
 
 def write(root: Path, spec: TableSpec, table: pa.Table, topic: str = "plant.test.v1") -> None:
-    w = LakeWriter.for_table(root, spec)
-    w.add(topic, 0, 0, max(table.num_rows - 1, 0), table)
-    w.flush_all()
+    LakeWriter.for_table(root, spec).write(topic, 0, 0, max(table.num_rows - 1, 0), table)
 
 
 def count(db: Path, view: str) -> int:
@@ -73,10 +71,8 @@ def test_views_count_the_rows_written(lake, tmp_path):
                          "src_offset": list(range(250)), "src_index": pa.array([0] * 250, pa.int32()),
                          "late": [False] * 250})
     w = LakeWriter.for_table(lake, TABLES["readings"])
-    w.add("plant.readings.v1", 0, 0, 99, readings.slice(0, 100))
-    w.flush_all()
-    w.add("plant.readings.v1", 0, 100, 249, readings.slice(100))
-    w.flush_all()
+    w.write("plant.readings.v1", 0, 0, 99, readings.slice(0, 100))
+    w.write("plant.readings.v1", 0, 100, 249, readings.slice(100))
     write_sensors(lake, [sensor("ref.l1-coater.thickness_1"), sensor("ref.l1-coater.thickness_2")])
     db = tmp_path / "gigapulse.duckdb"
     kinds = build_catalog(lake, db)
