@@ -25,6 +25,11 @@ class DataSettings(BaseSettings):
     def db_path(self) -> Path:
         return self.data_dir / "gigapulse.duckdb"
 
+    @property
+    def faust_dir(self) -> Path:
+        """Faust's own data directory (its default is ``<app id>-data`` in the working directory)."""
+        return self.data_dir / "faust"
+
 
 class StreamSettings(BaseSettings):
     """How a stream worker windows and flushes. Environment: ``GIGAPULSE_STREAM_*``.
