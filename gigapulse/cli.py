@@ -502,6 +502,45 @@ def stream(
               + ", ".join(f"{k}={v:,}" for k, v in sorted(st.rows.items())))
 
 
+@app.command()
+def health(
+    port: Annotated[int | None, typer.Option(help="The worker's health port (env GIGAPULSE_STREAM_HEALTH_PORT).")]
+    = None,
+    host: Annotated[str, typer.Option(help="Where the worker runs.")] = "127.0.0.1",
+    live: Annotated[bool, typer.Option("--live", help="Only check liveness (the worker runs, no checkpoint "
+                                                      "failed), not readiness.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole /status document.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 5.0,
+):
+    """Ask a stream worker's health endpoint (see docs/stream.md, Health); exit 0 if it is ready (or live), 1 if not.
+
+    The docker-compose healthcheck of the stream workers; prints one line: state, partitions, lag, last
+    checkpoint and dead letters by reason.
+    """
+    import urllib.error
+    import urllib.request
+
+    from transforms.health import summary_line
+    from transforms.settings import StreamSettings
+
+    port = port or StreamSettings().health_port
+    if port is None:
+        raise UserError("no health port: give --port or set GIGAPULSE_STREAM_HEALTH_PORT (as the worker has it)")
+    url = f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"no stream worker answers at {url}: {reason}") from None
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(summary_line(doc))
+    if not (doc.get("live") if live else doc.get("ready")):
+        raise typer.Exit(1)
+
+
 class SqlFormat(StrEnum):
     table = "table"
     csv = "csv"

@@ -51,3 +51,7 @@ class StreamSettings(BaseSettings):
     checkpoints_in_flight: int = Field(2, ge=1, le=16, description="Checkpoints being written in the "
                                        "background before intake waits for the writer (bounds memory).")
     log_every_s: float = Field(30.0, gt=0, description="Seconds between the worker's INFO progress lines.")
+    health_port: int | None = Field(None, ge=1, le=65_535, description="Serve /healthz, /readyz and /status "
+                                    "on this port (unset: no endpoint; one port per worker on a host).")
+    health_host: str = Field("127.0.0.1", description="Address the health endpoint binds to (0.0.0.0 in a "
+                             "container, so the orchestrator can reach it).")
