@@ -187,5 +187,5 @@ async def serve(host: str, port: int, snapshot: Callable[[], Awaitable[dict]]) -
             writer.close()
 
     server = await asyncio.start_server(handle, host, port, reuse_address=True)
-    log.info("health endpoint on http://%s:%d (%s)", host, port, ", ".join(PATHS))
+    log.info("health endpoint on http://%s:%d (%s)", host, server.sockets[0].getsockname()[1], ", ".join(PATHS))
     return server
