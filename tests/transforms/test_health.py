@@ -241,3 +241,19 @@ def test_a_running_worker_reports_its_partitions_and_dead_letters(kafka, unique_
     res = subprocess.run([*cli, "health", "--timeout", "2"], env=env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and res.stderr.startswith("gigapulse: error: no stream worker answers at")
     assert res.stderr.count("\n") == 1, res.stderr
+
+
+def test_the_documented_status_example_has_the_documents_fields():
+    """docs/stream.md shows a /status document: same fields, same partition fields, as the code builds."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "stream.md").read_text()
+    section = text.split("## Health", 1)[1]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    h = _health()
+    h.assign([R0])
+    real = status_document(h, {R0: 1}, None, now=1_001.0)
+    assert list(example) == list(real)
+    assert all(set(p) == set(real["partitions"][0]) for p in example["partitions"])
+    assert example["lag"] == sum(p["lag"] for p in example["partitions"])
