@@ -26,6 +26,7 @@ from pathlib import Path
 
 import faust
 from faust.tables import TableManager
+from faust.types import TP
 
 from schemas import topics
 from schemas.contracts import AssetEntry, DeadLetter, decode_asset, encode
@@ -190,7 +191,7 @@ def topic_key(letter: DeadLetter) -> bytes:
 def _highwater(app: faust.App, tp: tuple[str, int]) -> int | None:
     """The log-end offset the consumer last saw for ``tp`` (None before its first fetch)."""
     try:
-        return app.consumer.highwater(faust.types.TP(*tp))
+        return app.consumer.highwater(TP(*tp))
     except Exception:  # noqa: BLE001 - a partition being revoked right now simply has no figure
         return None
 
@@ -457,17 +458,11 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         @app.task
         async def serve_health() -> None:
             """/healthz, /readyz and /status for a supervisor (see transforms/health.py)."""
-            async def status() -> dict:
-                return await worker_health.snapshot(health, app.gigapulse_error, lambda tp: _highwater(app, tp),
-                                                    lambda tp: committed_next_offset(lake_root, *tp))
-            try:
-                server = await worker_health.serve(settings.health_host, settings.health_port, status)
-            except OSError as exc:  # the supervisor's check then fails, which is what makes it visible
-                log.error("health endpoint not started on %s:%d: %s", settings.health_host, settings.health_port,
-                          exc)
-                return
-            async with server:
-                await server.serve_forever()
+            def status():
+                return worker_health.snapshot(health, app.gigapulse_error, lambda tp: _highwater(app, tp),
+                                              lambda tp: committed_next_offset(lake_root, *tp))
+
+            await worker_health.serve_forever(settings.health_host, settings.health_port, status)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs):  # noqa: ARG001 - signal signature

@@ -189,3 +189,18 @@ async def serve(host: str, port: int, snapshot: Callable[[], Awaitable[dict]]) -
     server = await asyncio.start_server(handle, host, port, reuse_address=True)
     log.info("health endpoint on http://%s:%d (%s)", host, server.sockets[0].getsockname()[1], ", ".join(PATHS))
     return server
+
+
+async def serve_forever(host: str, port: int, snapshot: Callable[[], Awaitable[dict]]) -> None:
+    """:func:`serve` until cancelled (the worker stopping); a port in use is logged, and the worker runs on.
+
+    Without the endpoint the supervisor's check fails, which is what makes the mistake visible; stopping
+    the worker would also stop the data.
+    """
+    try:
+        server = await serve(host, port, snapshot)
+    except OSError as exc:
+        log.error("health endpoint not started on %s:%d: %s", host, port, exc)
+        return
+    async with server:
+        await server.serve_forever()

@@ -12,6 +12,7 @@ from transforms.health import (
     http_bytes,
     respond,
     serve,
+    serve_forever,
     snapshot,
     status_document,
     summary_line,
@@ -138,6 +139,15 @@ def test_the_server_answers_on_the_loop_and_reads_lake_commit_points_once():
     assert reads == [R1]  # R0's commit point came from its checkpoint; R1's was read once, not per request
     assert status2.startswith(b"HTTP/1.1 200") and ready.startswith(b"HTTP/1.1 200")
     assert post.startswith(b"HTTP/1.1 405")
+
+
+def test_a_port_in_use_is_logged_and_the_worker_goes_on(caplog):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        asyncio.run(asyncio.wait_for(serve_forever("127.0.0.1", port, lambda: None), 10))  # returns, no raise
+    assert any(r.levelname == "ERROR" and f"127.0.0.1:{port}" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("error", [None, RuntimeError("disk gone")])
