@@ -505,8 +505,8 @@ def stream(
 
 @app.command()
 def health(
-    port: Annotated[int | None, typer.Option(help="The worker's health port (env GIGAPULSE_STREAM_HEALTH_PORT).")]
-    = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65_535, help="The worker's health port (env "
+                                                                   "GIGAPULSE_STREAM_HEALTH_PORT).")] = None,
     host: Annotated[str, typer.Option(help="Where the worker runs.")] = "127.0.0.1",
     live: Annotated[bool, typer.Option("--live", help="Only check liveness (the worker runs, no checkpoint "
                                                       "failed), not readiness.")] = False,
