@@ -60,6 +60,8 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     logging.getLogger("kafka.cluster").addFilter(_closed_client_refresh)
     logging.getLogger("kafka.net.selector").addFilter(_closed_client_close_race)
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_routine_to_info)
+    logging.getLogger("mode.timers").addFilter(_routine_to_info)
 
 
 def _closed_client_refresh(record: logging.LogRecord) -> bool:
@@ -83,6 +85,33 @@ def _closed_client_close_race(record: logging.LogRecord) -> bool:
     exc = record.exc_info[1] if record.exc_info else None
     return not (record.getMessage() == "Error closing coroutine for cancelled task"
                 and isinstance(exc, ValueError) and "generator already executing" in str(exc))
+
+
+#: Messages the stream worker's libraries log as WARNING or ERROR for things that happen in every healthy
+#: run: the group coordinator not elected yet on a fresh broker or group (aiokafka retries the lookup),
+#: a rebalance while workers join, and mode's note that the 0.1 s flush timer ran late while a checkpoint
+#: was being prepared (the next tick catches up; nothing is skipped).
+_ROUTINE = (
+    "Group Coordinator Request failed: ",
+    "Marking the coordinator dead ",
+    "Heartbeat failed for group %s because it is rebalancing",
+    "Timer %s is overlapping ",
+)
+
+
+def _routine_to_info(record: logging.LogRecord) -> bool:
+    """Log the routine messages above as INFO: shown with --verbose or --loglevel info, hidden by default.
+
+    A coordinator lookup that failed for good (not retriable) keeps its level: aiokafka raises then.
+    """
+    msg = str(record.msg)
+    if record.levelno > logging.INFO and msg.startswith(_ROUTINE):
+        err = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if msg.startswith("Group Coordinator") and not getattr(err, "retriable", False):
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
+    return True
 
 
 @app.callback()
@@ -177,12 +206,22 @@ def _bootstrap(value: str | None) -> str:
     return value or KafkaSettings().bootstrap_servers
 
 
+def _reachable(servers: str) -> None:
+    """Fail in seconds with one line when no bootstrap server answers, before any Kafka client retries for 30."""
+    from ingestion.reachability import check_reachable
+    from ingestion.settings import KafkaSettings
+
+    check_reachable(servers, KafkaSettings().connect_timeout_s)
+
+
 @topics_app.command("apply")
 def topics_apply(bootstrap: BootstrapOpt = None):
     """Create or update every catalog topic (idempotent)."""
     from ingestion.topics import apply_topics
 
-    changes = apply_topics(_bootstrap(bootstrap))
+    servers = _bootstrap(bootstrap)
+    _reachable(servers)
+    changes = apply_topics(servers)
     for c in changes:
         out.print(f"{c.topic:32s} {c.action:17s} partitions={c.partitions}")
 
@@ -303,6 +342,7 @@ def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: i
 
     plant = load_plant(plant_name)
     settings = ProducerSettings()
+    _reachable(bootstrap)
     producer = PlantProducer(bootstrap, settings, client_id=f"gigapulse-sim-{plant.name}")
     limits = EdgeLimits(max_future_s=settings.max_future_s, max_past_s=settings.max_past_s)
     run = IngestRun(plant, producer, seed, start, fmt, settings.frame_max_readings, fault_rate, limits)
@@ -390,7 +430,9 @@ def replay(
         raise UserError(f"file not found: {path}")
     sensors = load_plant(plant).by_id if plant else None
     settings = ProducerSettings()
-    producer = PlantProducer(_bootstrap(bootstrap), settings, client_id="gigapulse-replay")
+    servers = _bootstrap(bootstrap)
+    _reachable(servers)
+    producer = PlantProducer(servers, settings, client_id="gigapulse-replay")
     rep = Replayer(producer, sensors, fmt.value, settings.frame_max_readings, pace)
     try:
         with _progress() as bar:
@@ -428,22 +470,27 @@ def stream(
     Start several to scale out: they share the partitions through the consumer group. Settings:
     GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, long_window_ms,
     lateness_ms, flush_seconds, flush_rows, microbatch_rows, checkpoints_in_flight, group_id,
-    publish_features, log_every_s). With --loglevel info it logs its rates and intake lag.
+    publish_features, log_every_s, health_port, health_host). With --loglevel info it logs its rates and
+    intake lag. With GIGAPULSE_STREAM_HEALTH_PORT it serves /healthz, /readyz and /status (gigapulse health).
     """
     from schemas.asset_model import load_plant
     from schemas.topics import ASSETS
-    from transforms.app import StreamFailed, create_app, load_assets, run_worker
     from transforms.settings import DataSettings, StreamSettings
-    from transforms.warehouse import write_sensors
 
     if loglevel not in ("crit", "error", "warn", "info", "debug"):
         raise typer.BadParameter("use crit, error, warn, info or debug", param_hint="--loglevel")
     data = DataSettings()
     settings = StreamSettings()
     servers = _bootstrap(bootstrap)
+    extra = load_plant(plant).sensors if plant else ()  # a bad --plant is reported before the broker is asked
+    _reachable(servers)  # before importing Faust: an unreachable cluster is reported seconds sooner
+
+    from transforms.app import StreamFailed, create_app, load_assets, run_worker
+    from transforms.warehouse import write_sensors
+
     snapshot = load_assets(servers, topic=assets_topic or ASSETS)
     # The topic is the live model: it wins over --plant, and its tombstones retire sensors of either.
-    assets = {e.sensor_id: e for e in load_plant(plant).sensors} if plant else {}
+    assets = {e.sensor_id: e for e in extra}
     snapshot.apply_to(assets)
     if assets:
         write_sensors(data.lake_root, sorted(assets.values(), key=lambda e: e.sensor_id))
@@ -452,6 +499,8 @@ def stream(
                                    "dlq_topic": dlq_topic, "assets_topic": assets_topic}.items() if v}
     faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain,
                            asset_rejects=snapshot.rejected, **overrides)
+    data.faust_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    faust_app.conf.datadir = data.faust_dir
     t0 = time.monotonic()
     try:
         run_worker(faust_app, loglevel=loglevel)
@@ -463,6 +512,45 @@ def stream(
     wall = time.monotonic() - t0
     out.print(f"stream worker done: {st.messages:,} messages, {st.checkpoints:,} checkpoints in {wall:.1f}s; "
               + ", ".join(f"{k}={v:,}" for k, v in sorted(st.rows.items())))
+
+
+@app.command()
+def health(
+    port: Annotated[int | None, typer.Option(min=1, max=65_535, help="The worker's health port (env "
+                                                                   "GIGAPULSE_STREAM_HEALTH_PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Where the worker runs.")] = "127.0.0.1",
+    live: Annotated[bool, typer.Option("--live", help="Only check liveness (the worker runs, no checkpoint "
+                                                      "failed), not readiness.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole /status document.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 5.0,
+):
+    """Ask a stream worker's health endpoint (see docs/stream.md, Health); exit 0 if it is ready (or live), 1 if not.
+
+    The docker-compose healthcheck of the stream workers; prints one line: state, partitions, lag, last
+    checkpoint and dead letters by reason.
+    """
+    import urllib.error
+    import urllib.request
+
+    from transforms.health import summary_line
+    from transforms.settings import StreamSettings
+
+    port = port or StreamSettings().health_port
+    if port is None:
+        raise UserError("no health port: give --port or set GIGAPULSE_STREAM_HEALTH_PORT (as the worker has it)")
+    url = f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"no stream worker answers at {url}: {reason}") from None
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(summary_line(doc))
+    if not (doc.get("live") if live else doc.get("ready")):
+        raise typer.Exit(1)
 
 
 class SqlFormat(StrEnum):
@@ -737,6 +825,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and turn known errors into one line."""
     from infra.broker import BrokerError
+    from ingestion.reachability import BootstrapError, KafkaUnreachable
     from schemas.asset_model import AssetModelError
 
     command = typer.main.get_command(app)
@@ -756,7 +845,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"gigapulse: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except (UserError, BrokerError, AssetModelError, ValidationError, FileNotFoundError,
-            PermissionError) as exc:
+            PermissionError, KafkaUnreachable, BootstrapError) as exc:
         if os.environ.get("GIGAPULSE_DEBUG"):
             raise
         print(f"gigapulse: error: {_one_line(exc)}", file=sys.stderr)

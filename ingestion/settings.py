@@ -7,11 +7,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseSettings):
-    """Where the cluster is. Environment: ``GIGAPULSE_BOOTSTRAP_SERVERS``."""
+    """Where the cluster is. Environment: ``GIGAPULSE_BOOTSTRAP_SERVERS``, ``GIGAPULSE_CONNECT_TIMEOUT_S``."""
 
     model_config = SettingsConfigDict(env_prefix="GIGAPULSE_", frozen=True)
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    connect_timeout_s: float = Field(5.0, gt=0, le=600, description="How long a command waits for a bootstrap "
+                                     "server to answer before it gives up with one line (a starting broker "
+                                     "gets this long to come up).")
 
 
 class ProducerSettings(BaseSettings):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,8 @@ BAD = [
     (["sql", "CREATE TABLE t AS SELECT 1"], 1, "read-only"),
     (["sql", "SELECT * FROM no_such_table"], 1, "SQL error"),
     (["no-such-command"], 2, "no-such-command"),
+    (["health"], 1, "no health port"),
+    (["health", "--port", "9", "--timeout", "2"], 1, "no stream worker answers at http://127.0.0.1:9/status"),
 ]
 
 
@@ -152,3 +155,66 @@ def test_kafka_pythons_close_race_error_is_dropped_and_other_close_errors_kept()
     assert _closed_client_close_race(record(closing, ValueError("something else")))
     assert _closed_client_close_race(record(closing, RuntimeError("generator already executing")))
     assert _closed_client_close_race(record("Task ran for 0.2s", None))
+
+
+UNREACHABLE = [
+    (["simulate", "--duration", "10s"], {}),
+    (["stream", "--drain"], {}),
+    (["replay", "readings.csv"], {"GIGAPULSE_CONNECT_TIMEOUT_S": "1"}),
+    (["topics", "apply"], {"GIGAPULSE_CONNECT_TIMEOUT_S": "1"}),
+]
+
+
+@pytest.mark.parametrize(("argv", "env"), UNREACHABLE, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_an_unreachable_kafka_is_one_line_within_seconds(argv, env, tmp_path):
+    """Nothing listens on the port: one line naming the servers and the fix, in seconds, not 30 s of retries."""
+    from tests.conftest import free_port
+
+    (tmp_path / "readings.csv").write_text("sensor_id,ts,value\nplant.a,2026-01-05T06:00:00Z,1.0\n")
+    bootstrap = f"127.0.0.1:{free_port()}"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GIGAPULSE_")}
+    full_env.update(env, GIGAPULSE_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO))
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", *argv, "--bootstrap", bootstrap],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=full_env)
+    wall = time.monotonic() - t0
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"gigapulse: error: cannot reach Kafka at {bootstrap}"), lines[0]
+    assert "gigapulse broker start" in lines[0] and "GIGAPULSE_BOOTSTRAP_SERVERS" in lines[0]
+    assert "Traceback" not in res.stderr and "kafka.net" not in res.stderr and "aiokafka" not in res.stderr
+    assert wall < 10, f"took {wall:.1f}s"
+    assert not (tmp_path / "gigapulse-stream-data").exists()
+
+
+def test_routine_worker_warnings_are_info_and_real_errors_keep_their_level():
+    import logging
+
+    from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
+
+    from gigapulse.cli import _routine_to_info
+
+    def record(name: str, level: int, msg: str, *args) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+    root = logging.getLogger()
+    old = root.level
+    try:
+        root.setLevel(logging.WARNING)  # a worker at the default --loglevel warn
+        coordinator = record("aiokafka.consumer.group_coordinator", logging.ERROR,
+                             "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+        assert not _routine_to_info(coordinator)
+        assert coordinator.levelno == logging.INFO and coordinator.levelname == "INFO"
+        timer = record("mode.timers", logging.WARNING, "Timer %s is overlapping (interval=%r runtime=%r)",
+                       "flush_due_partitions", 0.1, 0.4)
+        assert not _routine_to_info(timer)
+        fatal = record("aiokafka.consumer.group_coordinator", logging.ERROR,
+                       "Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+        assert _routine_to_info(fatal) and fatal.levelno == logging.ERROR
+        other = record("aiokafka.consumer.group_coordinator", logging.ERROR, "OffsetCommit failed for group %s", "g")
+        assert _routine_to_info(other) and other.levelno == logging.ERROR
+        root.setLevel(logging.INFO)  # --loglevel info: shown, as INFO
+        assert _routine_to_info(record("mode.timers", logging.WARNING, "Timer %s is overlapping (x)", "t"))
+    finally:
+        root.setLevel(old)

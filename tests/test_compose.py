@@ -85,9 +85,13 @@ def _service_names_from_image() -> list[str]:
 
 @pytest.mark.parametrize("name", _service_names_from_image())
 def test_service_runs_a_cli_subcommand(services, name):
-    root = typer.main.get_command(gigapulse.cli.app)
     command = services[name].get("command")
     assert isinstance(command, list) and command, f"{name}: command must be a non-empty list"
+    _assert_cli_command(name, command)
+
+
+def _assert_cli_command(name: str, command: list[str]) -> None:
+    root = typer.main.get_command(gigapulse.cli.app)
     assert command[0] in root.commands, f"{name}: 'gigapulse {command[0]}' is not a CLI command"
     cmd, args, path = root, list(command), ["gigapulse"]
     while hasattr(cmd, "commands"):  # walk the sub-apps down to the command that runs
@@ -98,6 +102,29 @@ def test_service_runs_a_cli_subcommand(services, name):
         path.append(sub)
     # Parsing (not running) the arguments catches a renamed option or a bad value.
     cmd.make_context(" ".join(path), args)
+
+
+def test_gigapulse_healthchecks_run_a_cli_subcommand(services):
+    checks = {name: svc["healthcheck"]["test"] for name, svc in _gigapulse_services(services).items()
+              if "healthcheck" in svc}
+    assert "stream-worker" in checks
+    for name, test in checks.items():
+        if test[:2] == ["CMD", "gigapulse"]:
+            _assert_cli_command(name, test[2:])
+
+
+def test_stream_workers_serve_health_and_are_checked_with_it(services, monkeypatch):
+    from transforms.settings import StreamSettings
+
+    worker = services["stream-worker"]
+    assert worker["healthcheck"]["test"][:3] == ["CMD", "gigapulse", "health"]
+    env = worker["environment"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    settings = StreamSettings()  # the values parse as the worker will read them
+    assert settings.health_port is not None, "the worker must serve the endpoint its healthcheck asks"
+    assert settings.health_host == "0.0.0.0"  # reachable from outside the container, not only loopback
+    assert "ports" not in worker, "replicas cannot share a published host port"
 
 
 def test_kafka_is_single_node_kraft_with_a_healthcheck(services):

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import faust
 from faust.tables import TableManager
+from faust.types import TP
 
 from schemas import topics
 from schemas.contracts import AssetEntry, DeadLetter, encode
 from schemas.topics import key_partition
+from transforms import health as worker_health
 from transforms.assets import AssetSnapshot
 from transforms.partitions import (
     DeadLettersPartition,
@@ -185,6 +187,14 @@ def topic_key(letter: DeadLetter) -> bytes:
     return (letter.source_topic or letter.stage).encode()
 
 
+def _highwater(app: faust.App, tp: tuple[str, int]) -> int | None:
+    """The log-end offset the consumer last saw for ``tp`` (None before its first fetch)."""
+    try:
+        return app.consumer.highwater(TP(*tp))
+    except Exception:  # noqa: BLE001 - a partition being revoked right now simply has no figure
+        return None
+
+
 class TablelessManager(TableManager):
     """Faust's table manager without its one-second wait for late table declarations.
 
@@ -275,6 +285,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     publisher = FeaturePublisher(bootstrap) if settings.publish_features else None
     app.gigapulse_stats = stats  # for the CLI summary
     app.gigapulse_error = None  # set when a checkpoint failed: the worker stops and exits non-zero
+    health = app.gigapulse_health = worker_health.WorkerHealth(settings.group_id)
 
     def fail(exc: BaseException) -> None:
         """Stop the worker on a failed checkpoint: going on would only pile up work it cannot commit.
@@ -354,6 +365,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
             fail(exc)
             return
         stats.checkpoints += 1
+        health.checkpointed(key, job.last_offset + 1, [d.reason.value for d in result.dead_letters])
         for name, n in result.rows.items():
             stats.rows[name] = stats.rows.get(name, 0) + n
         stream = streams[key[0]]
@@ -468,11 +480,13 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs):  # noqa: ARG001 - signal signature
         owned.update((tp.topic, tp.partition) for tp in assigned)
+        health.assign((tp.topic, tp.partition) for tp in assigned)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app, revoked, **kwargs):  # noqa: ARG001 - signal signature
         keys = {(tp.topic, tp.partition) for tp in revoked}
         owned.difference_update(keys)
+        health.revoke(keys)
         # Checkpoints already handed to the writer are finished first, so the new owner resumes
         # from a lake that no longer changes under it.
         await settle(keys)
@@ -481,6 +495,16 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
                 unacked.pop(key, None)
                 last_task.pop(key, None)
                 log.info("%s[%d]: revoked; unflushed work dropped for the new owner", *key)
+
+    if settings.health_port is not None:
+        @app.task
+        async def serve_health() -> None:
+            """/healthz, /readyz and /status for a supervisor (see transforms/health.py)."""
+            def status():
+                return worker_health.snapshot(health, app.gigapulse_error, lambda tp: _highwater(app, tp),
+                                              lambda tp: committed_next_offset(lake_root, *tp))
+
+            await worker_health.serve_forever(settings.health_host, settings.health_port, status)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs):  # noqa: ARG001 - signal signature

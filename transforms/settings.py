@@ -25,6 +25,11 @@ class DataSettings(BaseSettings):
     def db_path(self) -> Path:
         return self.data_dir / "gigapulse.duckdb"
 
+    @property
+    def faust_dir(self) -> Path:
+        """Faust's own data directory (its default is ``<app id>-data`` in the working directory)."""
+        return self.data_dir / "faust"
+
 
 class StreamSettings(BaseSettings):
     """How a stream worker windows and flushes. Environment: ``GIGAPULSE_STREAM_*``.
@@ -51,6 +56,10 @@ class StreamSettings(BaseSettings):
                                 "timestamp: one such reading would otherwise close every window early. 0: no limit.")
     internal_retries: int = Field(2, ge=0, le=10, description="Further tries of a record whose processing raised "
                                   "(a worker bug) before it is set aside as an internal_error dead letter.")
+    health_port: int | None = Field(None, ge=1, le=65_535, description="Serve /healthz, /readyz and /status "
+                                    "on this port (unset: no endpoint; one port per worker on a host).")
+    health_host: str = Field("127.0.0.1", description="Address the health endpoint binds to (0.0.0.0 in a "
+                             "container, so the orchestrator can reach it).")
 
     @property
     def max_future_ms(self) -> int:

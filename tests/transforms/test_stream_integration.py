@@ -32,9 +32,9 @@ BAD_READINGS = [b"{not json", b'{"v":1,"sensor_id":"no.such.sensor","ts":"2026-0
 BAD_EVENTS = [b'{"v":1,"event_id":"e","kind":"teleport"}']
 
 
-def _cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+def _cli(*args: str, env: dict[str, str], timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, "-m", "gigapulse.cli", *args], capture_output=True, text=True,
-                         env=env, timeout=timeout)
+                         env=env, timeout=timeout, cwd=cwd)
     assert res.returncode == 0, res.stderr[-2000:]
     return res
 
@@ -93,9 +93,25 @@ def drained(filled):
     """One worker drained the topics into a lake."""
     settings, summaries, tmp = filled
     data = tmp / "single"
-    # this one also publishes every feature table to its features.*.v1 topic
-    _cli("stream", "--drain", env=_env(settings, data, "g-single", GIGAPULSE_STREAM_PUBLISH_FEATURES="true"))
+    # this one also publishes every feature table to its features.*.v1 topic; it is the first consumer
+    # group on this broker, so it also meets the group coordinator being elected
+    cwd = tmp / "single-cwd"
+    cwd.mkdir()
+    res = _cli("stream", "--drain", env=_env(settings, data, "g-single", GIGAPULSE_STREAM_PUBLISH_FEATURES="true"),
+               cwd=cwd)
+    (tmp / "single-stream.stderr").write_text(res.stderr)
     return data
+
+
+def test_a_drain_prints_nothing_alarming_and_writes_nothing_in_the_working_directory(filled, drained):
+    """Default log level: no coordinator-election errors, no timer-overlap warnings, no Faust data dir in cwd."""
+    _, _, tmp = filled
+    stderr = (tmp / "single-stream.stderr").read_text()
+    for noise in ("GroupCoordinatorNotAvailable", "Marking the coordinator dead", "is overlapping", "Traceback"):
+        assert noise not in stderr, stderr[-3000:]
+    assert not [line for line in stderr.splitlines() if "[ERROR]" in line or " ERROR " in line], stderr[-3000:]
+    assert list((tmp / "single-cwd").iterdir()) == []
+    assert (drained / "faust").is_dir()
 
 
 def test_lake_row_counts_equal_what_was_produced(filled, drained):
