@@ -470,7 +470,7 @@ def stream(
     Start several to scale out: they share the partitions through the consumer group. Settings:
     GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, long_window_ms,
     lateness_ms, flush_seconds, flush_rows, microbatch_rows, checkpoints_in_flight, group_id,
-    publish_features, log_every_s, health_port, health_host). With --loglevel info it logs its rates and
+    publish_features, log_every_s, max_future_s, internal_retries, health_port, health_host). With --loglevel info it logs its rates and
     intake lag. With GIGAPULSE_STREAM_HEALTH_PORT it serves /healthz, /readyz and /status (gigapulse health).
     """
     from schemas.asset_model import load_plant
