@@ -34,6 +34,7 @@ from schemas.contracts import AssetEntry, DeadLetter, encode
 from schemas.topics import key_partition
 from transforms import health as worker_health
 from transforms.assets import AssetSnapshot
+from transforms.checkpoint import CheckpointError
 from transforms.partitions import (
     DeadLettersPartition,
     EventsPartition,
@@ -294,7 +295,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         supervisor (compose's restart policy) restarts the worker, which resumes from the lake.
         """
         if app.gigapulse_error is None:
-            if isinstance(exc, OSError) and not isinstance(exc, LakeUnwritable):
+            if isinstance(exc, OSError) and not isinstance(exc, LakeUnwritable | CheckpointError):
                 exc = LakeUnwritable.of(lake_root, exc)
             app.gigapulse_error = exc
             # An OSError (disk full, read-only, permissions) is the environment: one line. Anything
