@@ -24,7 +24,7 @@ import pytest
 from infra import broker
 from infra.broker import BrokerSettings
 from tests.conftest import free_port
-from tests.transforms.support import lake_readings
+from tests.transforms.support import lake_readings, report
 
 pytestmark = pytest.mark.integration
 
@@ -84,12 +84,18 @@ def test_broker_outage_during_simulate_and_stream_loses_and_duplicates_nothing(o
         _take_down(own_broker, sig)
         time.sleep(OUTAGE_S)
         broker.start(own_broker)
+        back, landed_at_restart = time.monotonic(), lake_readings(data / "lake")[0]
+        _wait_for(lambda: lake_readings(data / "lake")[0] > landed_at_restart, 120, "landing to resume",
+                  alive=[(worker, worker_log)])
+        resumed_s = time.monotonic() - back
         assert sim.wait(timeout=240) == 0, sim_log.read_text()[-3000:]
         produced = json.loads(summary.read_text())
         assert produced["failed_sends"] == 0
         _wait_for(lambda: lake_readings(data / "lake")[0] >= produced["readings"], 180,
                   "the lake to catch up after the outage", alive=[(worker, worker_log)])
         assert lake_readings(data / "lake") == (produced["readings"], produced["readings"])
+        report(f"broker {sig.name} for {OUTAGE_S:.0f} s during simulate and stream", produced["readings"],
+               *lake_readings(data / "lake"), f"landing resumed {resumed_s:.1f} s after the broker was back")
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0, worker_log.read_text()[-3000:]
     finally:

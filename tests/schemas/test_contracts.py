@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -183,9 +184,9 @@ def test_bad_event_refused_with_reason(change, reason):
 
 
 @settings(max_examples=200)
-@given(st.binary(max_size=300))
+@given(st.one_of(st.none(), st.binary(max_size=300)))
 def test_arbitrary_bytes_never_raise_anything_but_contract_error(raw):
-    for decode in (decode_reading_message, decode_event, decode_asset):
+    for decode in (decode_reading_message, decode_event, decode_asset, decode_dead_letter):
         try:
             decode(raw)
         except ContractError as exc:
@@ -208,6 +209,41 @@ def test_arbitrary_objects_never_raise_anything_but_contract_error(obj):
         return
     if isinstance(r, Reading):
         assert math.isfinite(r.value) and r.ts.tzinfo is not None
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_VALID = {
+    "reading": (decode_reading_message, {"v": 1, "sensor_id": "a", "ts": "2026-01-05T06:00:00Z", "value": 1.5}),
+    "frame": (decode_reading_message, {"v": 1, "type": "frame", "gateway": "g", "sensors": ["a", "b"],
+                                       "idx": [0, 1], "ts_ms": [1, 2], "value": [1.0, 2.0], "quality": [0, 2]}),
+    "event": (decode_event, {"v": 1, "event_id": "e", "ts": "2026-01-05T06:00:00Z", "site": "s", "line": "l",
+                             "station": "st", "stage": "coating", "unit_id": "u", "unit_type": "cell",
+                             "kind": "measure", "attribute": "a", "value": 1.0, "unit": "mm"}),
+    "dead_letter": (decode_dead_letter, {"v": 1, "reason": "not_json", "detail": "x", "stage": "edge",
+                                         "ts": "2026-01-05T06:00:00Z", "payload_b64": "eA=="}),
+}
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(_VALID)), st.data())
+def test_any_json_in_any_field_of_a_valid_message_is_decoded_or_refused_with_a_reason(kind, data):
+    """Every field of every contract, replaced by arbitrary JSON (or removed): decoded, or a ContractError."""
+    decode, valid = _VALID[kind]
+    obj = dict(valid)
+    name = data.draw(st.sampled_from(sorted(obj) + ["extra"]), label="field")
+    value = data.draw(st.one_of(_JSON, st.just(KeyError)), label="value")
+    if value is KeyError:
+        obj.pop(name, None)
+    else:
+        obj[name] = value
+    try:
+        decode(json.dumps(obj).encode())
+    except ContractError as exc:
+        assert isinstance(exc.reason, Reason)
 
 
 def test_timestamps_are_utc_aware():

@@ -126,3 +126,9 @@ def committed_group_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
         return {p: off for p, off in got.items() if off is not None}
     finally:
         consumer.close()
+
+
+def report(fault: str, produced: int, rows: int, distinct: int, recovery: str) -> None:
+    """One line for docs/RELIABILITY.md (shown with ``pytest -s``): produced, landed, lost, duplicated."""
+    print(f"\nRELIABILITY | {fault} | produced {produced:,} | landed {distinct:,} | lost {produced - distinct:,} | "
+          f"duplicated {rows - distinct:,} | {recovery}")

@@ -23,6 +23,7 @@ from tests.transforms.support import (
     publish_assets,
     readings_in,
     remount,
+    report,
     small_filesystem,
     stream_args,
     stream_env,
@@ -54,10 +55,13 @@ def test_a_full_lake_stops_the_worker_and_a_restart_after_it_is_grown_is_exact(b
         assert last.startswith("gigapulse: error: the stream worker stopped: cannot write the lake at "), last
         assert str(mnt / "lake") in last and "No space left on device" in last, last
         remount(mnt, "size=256m")
+        t0 = time.monotonic()
         res = drain(names, env)
         assert res.returncode == 0, res.stderr[-2000:]
         expected = readings_in(frames)
         assert lake_readings(mnt / "lake") == (expected, expected)
+        report("lake filesystem full (160 KiB tmpfs), then grown", expected, *lake_readings(mnt / "lake"),
+               f"worker exits 1 with one line; restart drained all in {time.monotonic() - t0:.1f} s")
 
 
 def test_a_read_only_lake_stops_the_worker_without_committing_and_a_restart_is_exact(bootstrap, tmp_path,
@@ -93,7 +97,11 @@ def test_a_read_only_lake_stops_the_worker_without_committing_and_a_restart_is_e
         for partition, offset in committed_group_offsets(bootstrap, group, names["readings"]).items():
             assert offset <= committed_next_offset(mnt / "lake", names["readings"], partition)
         remount(mnt, "rw")
+        t0 = time.monotonic()
         res = drain(names, env)
         assert res.returncode == 0, res.stderr[-2000:]
         expected = readings_in(frames)
         assert lake_readings(mnt / "lake") == (expected, expected)
+        report("lake filesystem remounted read-only mid-run, then read-write", expected,
+               *lake_readings(mnt / "lake"), f"worker exits 1 with one line; restart drained all in "
+               f"{time.monotonic() - t0:.1f} s")

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from kafka.errors import InvalidTimestampError
 
 from schemas.contracts import decode_reading_message, encode
-from tests.transforms.support import drain, fresh_topics
+from tests.transforms.support import drain, fresh_topics, report
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +104,8 @@ def test_no_record_stops_the_worker(bootstrap, tmp_path, reference_plant, refere
                             "FROM read_parquet(?, hive_partitioning = true)",
                             [str(data / "lake" / "readings" / "**" / "*.parquet")]).fetchone()
     assert n == unique == expected
+    report(f"{len(sent)} poison records on the 4 topics a worker reads", expected, n, unique,
+           "no stop: every bad record dead-lettered with its reason and position")
     letters = con.execute("SELECT source_topic, source_partition, source_offset, reason, stage "
                           "FROM read_parquet(?, hive_partitioning = true)",
                           [str(data / "lake" / "dead_letters" / "**" / "*.parquet")]).fetchall()
