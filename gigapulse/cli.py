@@ -62,6 +62,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("kafka.net.selector").addFilter(_closed_client_close_race)
     logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_routine_to_info)
     logging.getLogger("mode.timers").addFilter(_routine_to_info)
+    outage = _OutageThrottle()
+    for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator",
+                 "aiokafka.producer.sender"):
+        logging.getLogger(name).addFilter(outage)
 
 
 def _closed_client_refresh(record: logging.LogRecord) -> bool:
@@ -112,6 +116,36 @@ def _routine_to_info(record: logging.LogRecord) -> bool:
         record.levelno, record.levelname = logging.INFO, "INFO"
         return logging.getLogger().isEnabledFor(logging.INFO)
     return True
+
+
+class _OutageThrottle(logging.Filter):
+    """While the broker is away, aiokafka logs each failed connect, fetch and metadata refresh at ERROR,
+    several times a second per client: thousands of lines for a 20 s restart. Each of those messages is
+    let through once per ``every_s`` with a count of what was held back, so the log still shows the
+    outage, when it started and that it goes on, and stays readable. Any other message passes.
+    """
+
+    MESSAGES = ("Unable connect to node with id ", "Unable to update metadata from ", "Failed fetch messages from ",
+                "Unable to request metadata from ", "Group Coordinator Request failed: ")
+
+    def __init__(self, every_s: float = 30.0):
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if not msg.startswith(self.MESSAGES):
+            return True
+        now = time.monotonic()
+        last, held = self._last.get(msg, (-1e9, 0))
+        if now - last < self.every_s:
+            self._last[msg] = (last, held + 1)
+            return False
+        self._last[msg] = (now, 0)
+        if held:
+            record.msg = f"{msg} (and {held} more like it in the last {now - last:.0f} s; the client keeps retrying)"
+        return True
 
 
 @app.callback()

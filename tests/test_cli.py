@@ -218,3 +218,22 @@ def test_routine_worker_warnings_are_info_and_real_errors_keep_their_level():
         assert _routine_to_info(record("mode.timers", logging.WARNING, "Timer %s is overlapping (x)", "t"))
     finally:
         root.setLevel(old)
+
+
+def test_a_broker_outage_logs_each_connection_error_once_per_interval_with_a_count():
+    import logging
+
+    from gigapulse.cli import _OutageThrottle
+
+    def record(msg: str, *args) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, args, None)
+
+    throttle = _OutageThrottle(every_s=3600)
+    connect = [record("Unable connect to node with id %s: %s", 1, "refused") for _ in range(500)]
+    passed = [r for r in connect if throttle.filter(r)]
+    assert len(passed) == 1  # the first one shows when the outage started
+    assert throttle.filter(record("Unable to update metadata from %s", [1]))  # another kind: its own first line
+    assert throttle.filter(record("OffsetCommit failed for group %s", "g"))  # anything else always passes
+    throttle.every_s = 0  # the interval is over: the next one passes, saying how many were held back
+    later = record("Unable connect to node with id %s: %s", 1, "refused")
+    assert throttle.filter(later) and "499 more like it" in later.getMessage()
