@@ -1,0 +1,86 @@
+"""``gigapulse bench``: the benchmark commands (the measuring code is :mod:`gigapulse.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gigapulse.cli.common import _parse
+
+bench_app = typer.Typer(help="Benchmarks (figures go to docs/BENCHMARKS.md).", no_args_is_help=True)
+
+RunsOpt = Annotated[int, typer.Option(min=1, help="Repeat each measurement this many times; the report gives "
+                                              "the median and the min–max spread.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the simulated plant.")]
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    runs: RunsOpt = 3,
+    frames_duration: Annotated[str, typer.Option(help="Simulated time produced as frames per run.")] = "10m",
+    json_duration: Annotated[str, typer.Option(help="Simulated time produced as JSON singles per run.")] = "1m",
+    memory_durations: Annotated[str, typer.Option(help="Comma-separated simulated durations whose "
+                                                       "`gigapulse simulate` peak RSS is measured.")] = "5m,20m",
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/ingest.json"),
+):
+    """Readings/s from the simulator into Kafka (frames, JSON singles) beside Kafka's ProducerPerformance.
+
+    Runs on a private broker (free ports, temp dir) with fresh topics; also measures the peak RSS of
+    `gigapulse simulate` for each of --memory-durations.
+    """
+    from gigapulse import bench
+    from ingestion.pipeline import parse_duration
+
+    memory = tuple(_parse(parse_duration, d, "--memory-durations") for d in memory_durations.split(",") if d.strip())
+    opts = bench.IngestOptions(runs=runs, frames_s=_parse(parse_duration, frames_duration, "--frames-duration"),
+                               json_s=_parse(parse_duration, json_duration, "--json-duration"), memory_s=memory,
+                               seed=seed)
+    bench.emit(bench.run_ingest(opts), out)
+
+
+@bench_app.command("stream")
+def bench_stream(
+    runs: RunsOpt = 3,
+    prefill: Annotated[str, typer.Option(help="Simulated time of the reference plant pre-filled as frames "
+                                              "(15m is about 5M readings).")] = "15m",
+    quix_readings: Annotated[int, typer.Option(min=0, help="Readings Quix Streams processes per run (a prefix of "
+                                                           "the same topic; 0: all of it).")] = 1_000_000,
+    quix_variant: Annotated[str, typer.Option(help="key: window by the gateway key with a per-sensor "
+                                                   "accumulator; group_by: re-key rows by sensor.")] = "key",
+    profile: Annotated[Path | None, typer.Option(help="Also run our worker once under cProfile (untimed) and "
+                                                      "write the profile here.")] = None,
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/stream.json"),
+):
+    """Readings/s from a pre-filled topic to features in Parquet: ours, Quix Streams, an aiokafka ceiling."""
+    from gigapulse import bench
+    from ingestion.pipeline import parse_duration
+
+    if quix_variant not in ("key", "group_by"):
+        raise typer.BadParameter("use key or group_by", param_hint="--quix-variant")
+    opts = bench.StreamOptions(runs=runs, prefill_s=_parse(parse_duration, prefill, "--prefill"),
+                               quix_readings=quix_readings, quix_variant=quix_variant, profile=profile, seed=seed)
+    bench.emit(bench.run_stream(opts), out)
+
+
+@bench_app.command("freshness")
+def bench_freshness(
+    runs: RunsOpt = 3,
+    rate: Annotated[int, typer.Option(min=1, help="Readings per second produced.")] = 20_000,
+    duration: Annotated[str, typer.Option(help="Measured time per run (after the warm-up).")] = "60s",
+    poll: Annotated[float, typer.Option(min=0.01, help="Seconds between DuckDB polls.")] = 0.1,
+    profile: Annotated[Path | None, typer.Option(help="Also run once with the worker under cProfile (not in "
+                                                      "the figures) and write the profile here.")] = None,
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/freshness.json"),
+):
+    """p50/p99 seconds from a reading's timestamp to its visibility in a DuckDB query, at a fixed rate."""
+    from gigapulse import bench
+    from ingestion.pipeline import parse_duration
+
+    opts = bench.FreshnessOptions(runs=runs, rate=rate, duration_s=_parse(parse_duration, duration, "--duration"),
+                                  poll_s=poll, seed=seed, profile=profile)
+    bench.emit(bench.run_freshness(opts), out)

@@ -1,0 +1,137 @@
+"""``gigapulse demo``: the main job end to end on local defaults."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gigapulse.cli.broker import _broker_settings
+from gigapulse.cli.common import UserError, _fmt, _parse, app, console, out
+from gigapulse.cli.ingest import run_simulation
+
+DEMO_QUERIES = (
+    ("rows per table",
+     "SELECT 'readings' AS tbl, count(*) AS n FROM readings UNION ALL "
+     "SELECT 'production_events', count(*) FROM production_events UNION ALL "
+     "SELECT 'sensor_features_1m', count(*) FROM sensor_features_1m UNION ALL "
+     "SELECT 'quality_features', count(*) FROM quality_features UNION ALL "
+     "SELECT 'energy_features', count(*) FROM energy_features UNION ALL "
+     "SELECT 'sensor_health', count(*) FROM sensor_health UNION ALL "
+     "SELECT 'dead_letters', count(*) FROM dead_letters"),
+    ("critical-to-quality parameters with the lowest Cpk (last window of each sensor)",
+     "SELECT site, line, station, parameter, round(mean, 3) AS mean, round(cpk, 2) AS cpk, "
+     "ewma_alarm, cusum_alarm FROM sensor_features_1m WHERE cpk IS NOT NULL "
+     "QUALIFY row_number() OVER (PARTITION BY sensor_id ORDER BY window_start DESC) = 1 "
+     "ORDER BY cpk LIMIT 8"),
+    ("yield per line at end-of-line",
+     "SELECT site, line, sum(units_out) AS units_out, sum(good) AS good, sum(scrapped) AS scrapped, "
+     "round(sum(good) / nullif(sum(good) + sum(scrapped), 0), 3) AS yield "
+     "FROM quality_features WHERE stage = 'aging_eol' GROUP BY ALL ORDER BY ALL"),
+    ("scrap by stage and reason",
+     "SELECT site, stage, reason, sum(scrapped) AS scrapped FROM scrap_reasons GROUP BY ALL "
+     "ORDER BY scrapped DESC LIMIT 8"),
+    ("energy per good cell, per line",
+     "SELECT site, line, round(sum(kwh), 1) AS kwh, sum(good_cells) AS good_cells, "
+     "round(sum(kwh) / nullif(sum(good_cells), 0), 2) AS kwh_per_good_cell FROM energy_per_cell "
+     "GROUP BY ALL ORDER BY ALL"),
+    ("sensor health: the least complete sensors",
+     "SELECT sensor_id, sum(observed) AS observed, round(sum(expected)) AS expected, "
+     "round(sum(observed) / nullif(sum(expected), 0), 3) AS completeness, bool_or(stuck) AS stuck "
+     "FROM sensor_health GROUP BY ALL ORDER BY completeness LIMIT 5"),
+    ("dead letters by stage and reason",
+     "SELECT stage, reason, count(*) AS n FROM dead_letters GROUP BY ALL ORDER BY ALL"),
+)
+
+
+@app.command()
+def demo(
+    duration: Annotated[str, typer.Option(help="Simulated duration of each plant.")] = "5m",
+    workers: Annotated[int, typer.Option(min=1, max=8, help="Stream worker processes (one consumer group).")] = 2,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 42,
+    keep_broker: Annotated[bool, typer.Option(help="Leave the broker running afterwards.")] = False,
+):
+    """The main job end to end on local defaults.
+
+    Starts the local broker, streams both plants (reference and legacy, with a few malformed messages
+    for the dead-letter path), drains them with stream workers into the Parquet lake, builds the DuckDB
+    catalog through Dagster (local storage), prints features with SQL, and stops the broker.
+    """
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+
+    from infra import broker
+    from ingestion.pipeline import parse_duration
+    from ingestion.topics import apply_topics
+    from transforms.settings import DataSettings
+    from transforms.warehouse import query as run_query
+
+    seconds = _parse(parse_duration, duration, "--duration")
+    settings = _broker_settings()
+    data = DataSettings()
+    was_running = broker.status(settings).running
+    with console.status("starting the Kafka broker ..."):
+        broker.start(settings)
+        apply_topics(settings.bootstrap)
+    out.print(f"[bold]1/5[/bold] broker up on {settings.bootstrap} (Kafka {broker.KAFKA_VERSION})")
+    try:
+        # Each demo run simulates a fresh, later span, so a re-run adds data instead of re-sending old times.
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2 * seconds)
+        for i, plant in enumerate(("reference", "legacy")):
+            s = run_simulation(plant, seconds, None, seed + i, start, "frames", 0.05, settings.bootstrap)
+            out.print(f"[bold]2/5[/bold] {plant}: {s.readings:,} readings, {s.events:,} events, "
+                      f"{s.dead_letters} dead letters, scrap rate {s.plant_summary.get('scrap_rate', 0):.1%}, "
+                      f"{s.readings_per_s:,.0f} readings/s into Kafka")
+        t0 = time.monotonic()
+        env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=settings.bootstrap)
+        procs = [subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "stream", "--drain"], env=env,
+                                  stdout=subprocess.DEVNULL) for _ in range(workers)]
+        with console.status(f"{workers} stream worker(s) draining the topics into {data.lake_root} ..."):
+            codes = [p.wait() for p in procs]
+        if any(codes):
+            raise UserError(f"a stream worker failed (exit codes {codes}); see its log above")
+        out.print(f"[bold]3/5[/bold] {workers} stream worker(s) drained the topics in {time.monotonic() - t0:.1f}s")
+        views = _materialize_catalog()
+        out.print(f"[bold]4/5[/bold] Dagster materialized warehouse_catalog: {len(views)} views in {data.db_path}")
+        out.print("[bold]5/5[/bold] features from the warehouse (gigapulse sql):")
+        for title, q in DEMO_QUERIES:
+            columns, rows = run_query(data.db_path, q)
+            table = Table(*columns, title=title, title_justify="left")
+            for r in rows:
+                table.add_row(*(_fmt(v) if v is not None else "" for v in r))
+            out.print(table)
+    finally:
+        if not keep_broker and not was_running:
+            broker.stop(settings)
+            out.print("broker stopped")
+
+
+def _materialize_catalog() -> dict:
+    """Run the warehouse_catalog job in-process on Dagster's local storage (DAGSTER_HOME, default var/dagster)."""
+    import dagster as dg
+
+    from orchestration.definitions import defs
+    from transforms.settings import REPO_ROOT
+
+    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / "var" / "dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    config = home / "dagster.yaml"
+    if not config.exists() or not config.read_text().strip():
+        config.write_text("telemetry:\n  enabled: false\n")
+    for noisy in ("alembic", "dagster"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("warehouse_catalog_job").execute_in_process(instance=instance,
+                                                                                   run_config=quiet)
+    if not result.success:
+        raise UserError("the Dagster run that builds the warehouse catalog failed")
+    mat = result.asset_materializations_for_node("warehouse_catalog")[0]
+    return mat.metadata["views"].value

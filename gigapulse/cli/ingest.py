@@ -1,0 +1,186 @@
+"""``gigapulse simulate`` and ``gigapulse replay``: data into Kafka."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gigapulse.cli.common import (
+    BootstrapOpt,
+    UserError,
+    _bootstrap,
+    _fmt,
+    _parse,
+    _progress,
+    _reachable,
+    app,
+    out,
+)
+
+
+class Format(StrEnum):
+    frames = "frames"
+    json = "json"
+
+
+
+def _start_time(text: str | None):
+    from datetime import UTC, datetime
+
+    if text is None or text == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not ISO 8601 (e.g. 2026-01-05T06:00:00Z) or 'now'",
+                                 param_hint="--start") from None
+    if ts.tzinfo is None:
+        raise typer.BadParameter("give the start with a UTC offset, e.g. 2026-01-05T06:00:00Z", param_hint="--start")
+    return ts.astimezone(UTC)
+
+
+@app.command()
+def simulate(
+    plant: Annotated[str, typer.Option(help="reference, legacy, or a plant YAML file.")] = "reference",
+    duration: Annotated[str, typer.Option(help="Simulated duration: 90s, 10m, 1h, 2d.")] = "10m",
+    speed: Annotated[str, typer.Option(help="max (as fast as possible), realtime, or a factor such as 60.")] = "max",
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
+    start: Annotated[str | None, typer.Option(help="Simulated start time (ISO 8601 with offset) or 'now' "
+                                                   "(default: now, whole seconds).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="frames (fast path) or json (one message per "
+                                                         "reading).")] = Format.frames,
+    inject_faults: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability per tick of sending a "
+                                                 "malformed reading (exercises the dead-letter path).")] = 0.0,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
+    bootstrap: BootstrapOpt = None,
+):
+    """Run the digital twin of a battery plant and stream it into Kafka.
+
+    Readings go to plant.readings.v1 (frames keyed by gateway), production events to plant.events.v1,
+    the asset model to plant.assets.v1, and anything refused at the edge to plant.dlq.v1 with its reason.
+    """
+    from ingestion.pipeline import parse_duration, parse_speed
+
+    seconds = _parse(parse_duration, duration, "--duration")
+    pace = _parse(parse_speed, speed, "--speed")
+    t0 = _start_time(start)
+    summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap))
+    _print_summary(summary.to_dict())
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+
+
+def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: int, start, fmt: str,
+                   fault_rate: float, bootstrap: str):
+    """Simulate → validate → produce, with a progress bar; returns the IngestSummary."""
+    from ingestion.pipeline import IngestRun, IngestSummary, paced
+    from ingestion.producer import PlantProducer
+    from ingestion.settings import ProducerSettings
+    from ingestion.simulator import PlantSimulator
+    from ingestion.validation import EdgeLimits
+    from schemas.asset_model import load_plant
+
+    plant = load_plant(plant_name)
+    settings = ProducerSettings()
+    _reachable(bootstrap)
+    producer = PlantProducer(bootstrap, settings, client_id=f"gigapulse-sim-{plant.name}")
+    limits = EdgeLimits(max_future_s=settings.max_future_s, max_past_s=settings.max_past_s)
+    run = IngestRun(plant, producer, seed, start, fmt, settings.frame_max_readings, fault_rate, limits)
+    sim = PlantSimulator(plant, seed=seed, start=start)
+    summary = IngestSummary(plant=plant.name, seed=seed, simulated_s=seconds)
+    wall0 = time.monotonic()
+    try:
+        summary.assets = run.publish_assets()
+        with _progress() as bar:
+            task = bar.add_task(f"simulating {plant.name}", total=int(seconds), info="")
+            for tick in paced(sim.run(seconds), start, speed):
+                run.emit_frames(tick.frames, tick.sim_time)
+                run.emit_events(tick.events, tick.sim_time)
+                run.maybe_inject_fault(tick.sim_time)
+                elapsed = (tick.sim_time - start).total_seconds()
+                bar.update(task, completed=min(int(elapsed), int(seconds)),
+                           info=f"{producer.stats.readings:,} readings")
+            bar.update(task, completed=int(seconds))
+    finally:
+        stats = producer.close()
+    summary.wall_s = time.monotonic() - wall0
+    summary.readings = stats.readings
+    summary.frames = stats.frames
+    summary.single_readings = stats.readings if fmt == "json" else 0
+    summary.events = stats.events
+    summary.dead_letters = stats.dead_letters
+    summary.dead_letters_by_reason = dict(run.dlq)
+    summary.failed_sends = stats.failed
+    summary.plant_summary = sim.summary.to_dict()
+    return summary
+
+
+def _print_summary(d: dict, title: str = "summary") -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in d.items():
+        if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values()):
+            for kk, vv in v.items():  # one level down (the plant's own summary), one row per figure
+                if isinstance(vv, dict):
+                    vv = ", ".join(f"{a}={_fmt(b)}" for a, b in vv.items()) or "-"
+                table.add_row(f"{k}.{kk}", _fmt(vv))
+            continue
+        if isinstance(v, dict):
+            v = ", ".join(f"{kk}={_fmt(vv)}" for kk, vv in v.items()) or "-"
+        table.add_row(k, _fmt(v))
+    out.print(table)
+
+
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="A .csv or .parquet file of readings or production events.")],
+    plant: Annotated[str | None, typer.Option(help="Check sensors and units against this plant's asset "
+                                                   "model (reference, legacy or a YAML file).")] = None,
+    mapping: Annotated[list[str] | None, typer.Option("--map", help="Rename a column: contract_field=column "
+                                                      "(repeatable), e.g. --map ts=timestamp.")] = None,
+    speed: Annotated[str, typer.Option(help="max, realtime, or a factor relative to the file's own pace.")] = "max",
+    fmt: Annotated[Format, typer.Option("--format", help="frames or json.")] = Format.frames,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the replay summary as JSON here.")] = None,
+    bootstrap: BootstrapOpt = None,
+):
+    """Stream readings or production events from a CSV or Parquet file into the same topics.
+
+    Columns: sensor_id, ts, value[, quality, unit] for readings; the production-event fields for
+    events (parent_ids as a '|'-separated string in CSV). Bad rows go to plant.dlq.v1 with a reason.
+    """
+    from ingestion.pipeline import parse_speed
+    from ingestion.producer import PlantProducer
+    from ingestion.replay import Replayer, ReplayError, parse_mapping
+    from ingestion.settings import ProducerSettings
+    from schemas.asset_model import load_plant
+
+    pace = _parse(parse_speed, speed, "--speed")
+    try:
+        cols = parse_mapping(mapping or [])
+    except ReplayError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--map") from None
+    if not path.exists():
+        raise UserError(f"file not found: {path}")
+    sensors = load_plant(plant).by_id if plant else None
+    settings = ProducerSettings()
+    servers = _bootstrap(bootstrap)
+    _reachable(servers)
+    producer = PlantProducer(servers, settings, client_id="gigapulse-replay")
+    rep = Replayer(producer, sensors, fmt.value, settings.frame_max_readings, pace)
+    try:
+        with _progress() as bar:
+            task = bar.add_task(f"replaying {path.name}", total=None, info="")
+            summary = rep.run(path, cols, progress=lambda n: bar.advance(task, n))
+    except ReplayError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        producer.close()
+    _print_summary(summary.to_dict(), "replay")
+    if summary_json:
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -1,0 +1,177 @@
+"""``gigapulse stream``, ``health``, ``sql`` and ``warehouse``: the stream worker and the DuckDB side."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gigapulse.cli.common import BootstrapOpt, UserError, _bootstrap, _fmt, _reachable, app, log, out
+
+
+@app.command()
+def stream(
+    drain: Annotated[bool, typer.Option(help="Process everything currently in the topics, flush, and exit.")]
+    = False,
+    plant: Annotated[str | None, typer.Option(help="Also load this asset model (reference, legacy or a YAML "
+                                                   "file) besides the plant.assets.v1 topic.")] = None,
+    bootstrap: BootstrapOpt = None,
+    loglevel: Annotated[str, typer.Option(help="Faust log level: crit, error, warn, info, debug.")] = "warn",
+    readings_topic: Annotated[str | None, typer.Option(hidden=True, help="Read readings from this topic "
+                                                       "(benchmarks use fresh topics).")] = None,
+    events_topic: Annotated[str | None, typer.Option(hidden=True, help="Read events from this topic.")] = None,
+    dlq_topic: Annotated[str | None, typer.Option(hidden=True, help="Dead letters go to, and are landed "
+                                                  "from, this topic.")] = None,
+    assets_topic: Annotated[str | None, typer.Option(hidden=True, help="Read the asset model from this "
+                                                     "topic.")] = None,
+):
+    """Run a stream worker (Faust): validate, enrich, compute features, land everything in the lake.
+
+    Start several to scale out: they share the partitions through the consumer group. Settings:
+    GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, long_window_ms,
+    lateness_ms, flush_seconds, flush_rows, microbatch_rows, checkpoints_in_flight, group_id,
+    publish_features, log_every_s, max_future_s, internal_retries, health_port, health_host). With --loglevel info it logs its rates and
+    intake lag. With GIGAPULSE_STREAM_HEALTH_PORT it serves /healthz, /readyz and /status (gigapulse health).
+    """
+    from schemas.asset_model import load_plant
+    from schemas.topics import ASSETS
+    from transforms.settings import DataSettings, StreamSettings
+
+    if loglevel not in ("crit", "error", "warn", "info", "debug"):
+        raise typer.BadParameter("use crit, error, warn, info or debug", param_hint="--loglevel")
+    data = DataSettings()
+    settings = StreamSettings()
+    servers = _bootstrap(bootstrap)
+    extra = load_plant(plant).sensors if plant else ()  # a bad --plant is reported before the broker is asked
+    _reachable(servers)  # before importing Faust: an unreachable cluster is reported seconds sooner
+
+    from transforms.app import StreamFailed, create_app, load_assets, run_worker
+    from transforms.warehouse import write_sensors
+
+    snapshot = load_assets(servers, topic=assets_topic or ASSETS)
+    # The topic is the live model: it wins over --plant, and its tombstones retire sensors of either.
+    assets = {e.sensor_id: e for e in extra}
+    snapshot.apply_to(assets)
+    if assets:
+        write_sensors(data.lake_root, sorted(assets.values(), key=lambda e: e.sensor_id))
+    log.info("stream worker: %d sensors in the asset model, lake at %s", len(assets), data.lake_root)
+    overrides = {k: v for k, v in {"readings_topic": readings_topic, "events_topic": events_topic,
+                                   "dlq_topic": dlq_topic, "assets_topic": assets_topic}.items() if v}
+    faust_app = create_app(servers, data.lake_root, settings, assets, drain=drain,
+                           asset_rejects=snapshot.rejected, **overrides)
+    data.faust_dir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    faust_app.conf.datadir = data.faust_dir
+    t0 = time.monotonic()
+    try:
+        run_worker(faust_app, loglevel=loglevel)
+    except StreamFailed as exc:
+        if isinstance(exc.__cause__, OSError):  # the environment (disk full, read-only): one line, no type
+            raise UserError(str(exc)) from exc
+        raise
+    st = faust_app.gigapulse_stats
+    wall = time.monotonic() - t0
+    out.print(f"stream worker done: {st.messages:,} messages, {st.checkpoints:,} checkpoints in {wall:.1f}s; "
+              + ", ".join(f"{k}={v:,}" for k, v in sorted(st.rows.items())))
+
+
+@app.command()
+def health(
+    port: Annotated[int | None, typer.Option(min=1, max=65_535, help="The worker's health port (env "
+                                                                   "GIGAPULSE_STREAM_HEALTH_PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Where the worker runs.")] = "127.0.0.1",
+    live: Annotated[bool, typer.Option("--live", help="Only check liveness (the worker runs, no checkpoint "
+                                                      "failed), not readiness.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole /status document.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 5.0,
+):
+    """Ask a stream worker's health endpoint (see docs/stream.md, Health); exit 0 if it is ready (or live), 1 if not.
+
+    The docker-compose healthcheck of the stream workers; prints one line: state, partitions, lag, last
+    checkpoint and dead letters by reason.
+    """
+    import urllib.error
+    import urllib.request
+
+    from transforms.health import summary_line
+    from transforms.settings import StreamSettings
+
+    port = port or StreamSettings().health_port
+    if port is None:
+        raise UserError("no health port: give --port or set GIGAPULSE_STREAM_HEALTH_PORT (as the worker has it)")
+    url = f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"no stream worker answers at {url}: {reason}") from None
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(summary_line(doc))
+    if not (doc.get("live") if live else doc.get("ready")):
+        raise typer.Exit(1)
+
+
+class SqlFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SELECT statement over the warehouse views.")],
+    fmt: Annotated[SqlFormat, typer.Option("--format", help="table, csv or json.")] = SqlFormat.table,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Bound parameter for each ? in the "
+                                                    "query, in order (repeatable).")] = None,
+):
+    """Answer a read-only SQL query from the DuckDB warehouse (see docs/tables.md)."""
+    import csv as csv_mod
+
+    import duckdb
+
+    from transforms.settings import DataSettings
+    from transforms.warehouse import ReadOnlyQueryError, build_catalog
+    from transforms.warehouse import query as run_query
+
+    data = DataSettings()
+    # Views over tables that had no files when the catalog was built are empty placeholders;
+    # rebuilding is cheap (views only) and is the one write this command makes.
+    build_catalog(data.lake_root, data.db_path)
+    try:
+        columns, rows = run_query(data.db_path, query, list(param) if param else None)
+    except ReadOnlyQueryError as exc:
+        raise UserError(str(exc)) from None
+    except duckdb.Error as exc:
+        raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    if fmt is SqlFormat.json:
+        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
+    elif fmt is SqlFormat.csv:
+        writer = csv_mod.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        table = Table(*columns)
+        for r in rows:
+            table.add_row(*(_fmt(v) if v is not None else "" for v in r))
+        out.print(table)
+
+
+@app.command()
+def warehouse(
+):
+    """(Re)build the DuckDB catalog: views over every lake table (the only writer of the file)."""
+    from transforms.settings import DataSettings
+    from transforms.warehouse import build_catalog
+
+    data = DataSettings()
+    views = build_catalog(data.lake_root, data.db_path)
+    for name, kind in views.items():
+        out.print(f"{name:24s} {kind}")
+    out.print(f"catalog: {data.db_path}")
