@@ -140,6 +140,10 @@ def server_properties(settings: BrokerSettings) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # Our workers' session timeout is 4 s (GIGAPULSE_STREAM_SESSION_TIMEOUT_S), so that a dead worker's
+        # partitions move on within seconds; Kafka's floor is 6 s. A handful of workers heartbeating
+        # every second costs the broker nothing.
+        "group.min.session.timeout.ms": "2000",
         "auto.create.topics.enable": "true",
         "message.max.bytes": "4194304",
         "log.retention.check.interval.ms": "60000",

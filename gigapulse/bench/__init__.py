@@ -1,4 +1,4 @@
-"""The benchmark harness behind ``gigapulse bench ingest|stream|freshness``.
+"""The benchmark harness behind ``gigapulse bench ingest|stream|freshness|recovery``.
 
 A figure is only worth quoting if someone else can reproduce it and knows what it was compared
 with, so every bench here follows the same rules (see docs/BENCHMARKS.md):
@@ -26,8 +26,9 @@ One module per concern: :mod:`~gigapulse.bench.report` (spread, markdown, enviro
 from gigapulse.bench.freshness import FreshnessOptions, run_freshness
 from gigapulse.bench.harness import BenchError
 from gigapulse.bench.ingest import IngestOptions, run_ingest
+from gigapulse.bench.recovery import RecoveryOptions, run_recovery
 from gigapulse.bench.report import TARGETS, emit
 from gigapulse.bench.stream import StreamOptions, run_stream
 
-__all__ = ["TARGETS", "BenchError", "FreshnessOptions", "IngestOptions", "StreamOptions", "emit", "run_freshness",
-           "run_ingest", "run_stream"]
+__all__ = ["TARGETS", "BenchError", "FreshnessOptions", "IngestOptions", "RecoveryOptions", "StreamOptions", "emit",
+           "run_freshness", "run_ingest", "run_recovery", "run_stream"]

@@ -28,6 +28,7 @@ TARGETS = {
     "stream_net_readings_per_s": 300_000,
     "stream_ratio_vs_quix": 3.0,
     "freshness_p99_s": 2.0,
+    "recovery_s": 10.0,
 }
 LIBRARIES = ("kafka-python", "aiokafka", "faust-streaming", "quixstreams", "confluent-kafka", "duckdb",
              "pyarrow", "numpy", "orjson", "zstandard")

@@ -1,0 +1,247 @@
+"""``gigapulse bench recovery``: seconds from a worker's ``kill -9`` until freshness is back under 2 s.
+
+Two scenarios, each run ``--runs`` times against live workers fed at a fixed rate by the freshness
+bench's paced producer (:class:`~gigapulse.bench.freshness.PacedFrames`):
+
+* **restart**: one worker, killed with SIGKILL and started again at once (what a supervisor or
+  ``restart: unless-stopped`` does);
+* **survivor**: two workers, one killed and not restarted: the other must take its partitions.
+
+Freshness is what a reader sees: the age of the oldest reading not yet visible in a DuckDB query
+(every reading produced longer ago is visible). The recovery time is the span from the kill to
+the end of the last poll that saw that age at 2 s or more; the bench then keeps measuring for
+``settle_s`` to make sure freshness stays under 2 s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from gigapulse.bench.freshness import PacedFrames, Visibility
+from gigapulse.bench.harness import (
+    PLANT,
+    BenchBroker,
+    BenchError,
+    bench_broker,
+    child_env,
+    delete_topics,
+    new_topic,
+    readings_topic_config,
+    stop_child,
+    stream_settings,
+    warm_bytecode,
+)
+from gigapulse.bench.report import TARGETS, environment, fmt_spread, markdown_table, progress, spread
+
+#: The freshness a recovered worker is back under, in seconds (the issue's criterion).
+FRESH_S = 2.0
+SCENARIOS = ("restart", "survivor")
+
+
+@dataclass
+class RecoveryOptions:
+    runs: int = 3
+    rate: int = 20_000
+    warmup_s: float = 15.0
+    settle_s: float = 5.0
+    timeout_s: float = 90.0
+    poll_s: float = 0.1
+    seed: int = 42
+    #: Give each worker a static group instance id (as docker-compose.yml does); off: dynamic members.
+    instance_ids: bool = True
+
+
+class Staleness(Visibility):
+    """:class:`Visibility` that also records, after every poll, how old the oldest unseen reading is."""
+
+    def __init__(self, data_dir: Path, poll_s: float):
+        super().__init__(data_dir, poll_s)
+        self.samples: list[tuple[float, float]] = []  # (wall time at the end of the poll, staleness s)
+
+    def _poll(self) -> None:
+        super()._poll()
+        if not self.catalog:
+            return
+        now = time.time()
+        oldest = self.oldest_pending_ms()
+        self.samples.append((now, 0.0 if oldest is None else max(0.0, now - oldest / 1000)))
+
+    def staleness(self) -> float | None:
+        return self.samples[-1][1] if self.samples else None
+
+
+def recovered_after(samples: list[tuple[float, float]], kill_at: float, fresh_s: float = FRESH_S) -> float:
+    """Seconds from the kill to the end of the last poll that still saw data ``fresh_s`` or older.
+
+    The poll after it is the first of the fresh stretch that follows; if no poll after the kill was
+    stale, the kill went unnoticed by readers and the recovery time is 0.
+    """
+    stale = [t for t, age in samples if t >= kill_at and age >= fresh_s]
+    return max(stale) - kill_at if stale else 0.0
+
+
+def _worker(cmd: list[str], env: dict[str, str], log: Path) -> psutil.Popen:
+    with open(log, "ab") as out:
+        return psutil.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def recovery_once(bb: BenchBroker, opts: RecoveryOptions, plant, scenario: str, bar=None,
+                  label: str = "") -> dict[str, Any]:
+    """Workers at a steady rate, one kill -9 (and, for ``restart``, a restart at once), the recovery timed."""
+    from ingestion.producer import PlantProducer
+    from ingestion.settings import ProducerSettings
+
+    topics = (new_topic(bb.bootstrap, "recovery.readings", 6, readings_topic_config()),
+              new_topic(bb.bootstrap, "recovery.events", 3), new_topic(bb.bootstrap, "recovery.dlq", 1))
+    data_dir = bb.scratch(f"recovery_{scenario}")
+    group = f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "gigapulse.cli", "stream", "--loglevel", "info", "--readings-topic", topics[0],
+           "--events-topic", topics[1], "--dlq-topic", topics[2]]
+    n_workers = 1 if scenario == "restart" else 2
+    envs = [child_env(bb, GIGAPULSE_DATA_DIR=str(data_dir), GIGAPULSE_STREAM_GROUP_ID=group,
+                      **({"GIGAPULSE_STREAM_INSTANCE_ID": f"{group}-w{i}"} if opts.instance_ids else {}))
+            for i in range(n_workers)]
+    logs = [data_dir / f"worker{i}.log" for i in range(n_workers)]
+    workers = [_worker(cmd, env, log) for env, log in zip(envs, logs, strict=True)]
+    producer = PlantProducer(bb.bootstrap, ProducerSettings(), client_id="gigapulse-bench-recovery")
+    frames = PacedFrames(plant, opts.rate, opts.seed)
+    vis = Staleness(data_dir, opts.poll_s)
+    vis.thread.start()
+    victim = n_workers - 1
+    kill_at = restarted_at = None
+    fresh_since = None
+    task = bar.add_task(label, total=None, info="warming up") if bar else None
+    try:
+        t0 = time.monotonic()
+        k = 0
+        while True:
+            now = time.monotonic()
+            for i, w in enumerate(workers):
+                if w is not None and w.poll() is not None:
+                    raise BenchError(f"stream worker {i} exited with code {w.returncode}: "
+                                     f"{logs[i].read_text(errors='replace')[-600:]}")
+            age = vis.staleness()
+            if kill_at is None:
+                if now - t0 > 120 + opts.warmup_s:
+                    recent = ", ".join(f"{a:.1f}" for _, a in vis.samples[-8:])
+                    raise BenchError("the workers did not reach a steady freshness under "
+                                     f"{FRESH_S:g} s within {120 + opts.warmup_s:.0f} s (last polls: {recent})")
+                steady = (vis.first_seen is not None and time.time() - vis.first_seen >= opts.warmup_s
+                          and age is not None and age < FRESH_S
+                          and all(a < FRESH_S for t, a in vis.samples if t > time.time() - 3))
+                if steady:
+                    kill_at = time.time()
+                    os.kill(workers[victim].pid, signal.SIGKILL)
+                    workers[victim].wait(10)
+                    if scenario == "restart":
+                        restarted_at = time.time()
+                        workers[victim] = _worker(cmd, envs[victim], logs[victim])
+                    else:
+                        workers[victim] = None
+                    if task is not None:
+                        bar.update(task, info="killed: waiting for freshness")
+            else:
+                if age is not None and age < FRESH_S and vis.samples[-1][0] > kill_at:
+                    fresh_since = fresh_since or time.time()
+                    if time.time() - fresh_since >= opts.settle_s:
+                        break
+                else:
+                    fresh_since = None
+                if time.time() - kill_at > opts.timeout_s:
+                    break
+            for gw, payload, n, ts_ms in frames.tick():
+                vis.expect(gw, ts_ms)
+                producer.send_frame(gw, payload, n, topics[0])
+            k += 1
+            if task is not None and k % 20 == 0 and age is not None:
+                bar.update(task, info=f"freshness {age:.1f} s")
+            sleep = t0 + k * frames.tick_s - time.monotonic()
+            if sleep > 0:
+                time.sleep(sleep)
+    finally:
+        vis.stop.set()
+        vis.thread.join(10)
+        producer.close()
+        for w in workers:
+            if w is not None:
+                stop_child(w)
+        if task is not None:
+            bar.remove_task(task)
+    if vis.error is not None:
+        raise BenchError(f"polling DuckDB failed: {vis.error}")
+    timed_out = fresh_since is None or time.time() - fresh_since < opts.settle_s
+    samples = list(vis.samples)
+    recovery = recovered_after(samples, kill_at)
+    peak = max((a for t, a in samples if t >= kill_at), default=0.0)
+    delete_topics(bb.bootstrap, list(topics))
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return {"scenario": scenario, "recovery_s": None if timed_out else recovery, "timed_out": timed_out,
+            "peak_staleness_s": peak, "restart_lag_s": None if restarted_at is None else restarted_at - kill_at,
+            "polls_after_kill": sum(1 for t, _ in samples if t >= kill_at),
+            # (seconds since the kill, freshness) from 5 s before the kill: the curve behind the figure
+            "trace": [(round(t - kill_at, 2), round(a, 2)) for t, a in samples if t >= kill_at - 5]}
+
+
+def run_recovery(opts: RecoveryOptions) -> dict[str, Any]:
+    """Median recovery time of each scenario over ``opts.runs`` kills, on a private broker."""
+    from ingestion.pipeline import IngestRun
+    from ingestion.producer import PlantProducer
+    from ingestion.settings import ProducerSettings
+    from schemas.asset_model import load_plant
+
+    env = environment()
+    plant = load_plant(PLANT)
+    runs: list[dict[str, Any]] = []
+    with bench_broker() as bb:
+        producer = PlantProducer(bb.bootstrap, ProducerSettings(), client_id="gigapulse-bench-assets")
+        IngestRun(plant, producer, opts.seed, datetime.now(UTC)).publish_assets()
+        producer.close()
+        warm_bytecode(bb, ["gigapulse.cli", "transforms.app", "faust"])
+        with progress() as bar:
+            for scenario in SCENARIOS:
+                for i in range(opts.runs):
+                    runs.append(recovery_once(bb, opts, plant, scenario, bar,
+                                              f"{scenario} {i + 1}/{opts.runs}: {opts.rate:,} readings/s"))
+    target = TARGETS["recovery_s"]
+    res: dict[str, Any] = {}
+    met: dict[str, bool] = {}
+    rows = []
+    what = {"restart": "1 worker: kill -9, restarted at once",
+            "survivor": "2 workers: one killed with kill -9, not restarted"}
+    for scenario in SCENARIOS:
+        mine = [r for r in runs if r["scenario"] == scenario]
+        done = [r["recovery_s"] for r in mine if r["recovery_s"] is not None]
+        timeouts = sum(r["timed_out"] for r in mine)
+        res[scenario] = {"recovery_s": spread(done) if done else None,
+                         "peak_staleness_s": spread([r["peak_staleness_s"] for r in mine]), "timed_out": timeouts}
+        met[f"recovery_{scenario}_s"] = bool(done) and not timeouts and res[scenario]["recovery_s"]["median"] <= target
+        rows.append([what[scenario], fmt_spread(res[scenario]["recovery_s"], 1),
+                     fmt_spread(res[scenario]["peak_staleness_s"], 1),
+                     f"≤ {target:g} ({'met' if met[f'recovery_{scenario}_s'] else 'MISSED'})"
+                     + (f"; {timeouts} run(s) not recovered in {opts.timeout_s:g} s" if timeouts else "")])
+    table = markdown_table(["scenario", f"kill → freshness < {FRESH_S:g} s, s: median (min–max)",
+                            "worst freshness after the kill, s", "target s"], rows)
+    settings = stream_settings()
+    table += (f"\n\n{opts.rate:,} readings/s, {opts.runs} kill(s) per scenario; session timeout "
+              f"{settings['session_timeout_s']:g} s, heartbeat {settings['heartbeat_interval_s']:g} s, rebalance "
+              f"timeout {settings['rebalance_timeout_s']:g} s, "
+              + ("static membership (an instance id per worker)." if opts.instance_ids else "dynamic membership."))
+    return {
+        "bench": "recovery", "environment": env, "targets": {k: target for k in met}, "met": met,
+        "params": {"runs": opts.runs, "rate": opts.rate, "warmup_s": opts.warmup_s, "settle_s": opts.settle_s,
+                   "timeout_s": opts.timeout_s, "poll_s": opts.poll_s, "plant": PLANT, "fresh_s": FRESH_S,
+                   "instance_ids": opts.instance_ids, "stream_settings": settings},
+        "results": res, "runs": runs, "table": table,
+    }
