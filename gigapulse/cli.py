@@ -426,8 +426,10 @@ def stream(
     Start several to scale out: they share the partitions through the consumer group. Settings:
     GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, long_window_ms,
     lateness_ms, flush_seconds, flush_rows, microbatch_rows, checkpoints_in_flight, group_id,
-    publish_features, log_every_s). With --loglevel info it logs its rates and intake lag.
+    publish_features, log_every_s, session_timeout_s, heartbeat_interval_s, rebalance_timeout_s,
+    instance_id). With --loglevel info it logs its rates and intake lag.
     """
+    from infra.broker import group_session_bounds
     from schemas.asset_model import load_plant
     from transforms.app import create_app, load_assets, run_worker
     from transforms.settings import DataSettings, StreamSettings
@@ -438,6 +440,11 @@ def stream(
     data = DataSettings()
     settings = StreamSettings()
     servers = _bootstrap(bootstrap)
+    bounds = group_session_bounds(servers)
+    if bounds and not bounds[0] <= settings.session_timeout_s * 1000 <= bounds[1]:
+        raise UserError(f"GIGAPULSE_STREAM_SESSION_TIMEOUT_S={settings.session_timeout_s:g} is outside what the "
+                        f"broker accepts ({bounds[0] / 1000:g}–{bounds[1] / 1000:g} s, its "
+                        "group.min/max.session.timeout.ms)")
     assets = load_assets(servers)
     if plant:
         assets.update({e.sensor_id: e for e in load_plant(plant).sensors})

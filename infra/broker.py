@@ -263,6 +263,35 @@ def list_topics(bootstrap: str, timeout_ms: int = 10_000) -> list[str]:
         admin.close()
 
 
+def group_session_bounds(bootstrap: str, timeout_ms: int = 10_000) -> tuple[int, int] | None:
+    """The session timeouts (ms) the cluster accepts from a group member, or None if it won't say.
+
+    A member whose session is outside ``group.min/max.session.timeout.ms`` is refused at join, and
+    Faust then waits forever without consuming; asking first turns that into a one-line error.
+    Best effort: a cluster that denies DescribeConfigs is not checked.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    keys = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
+                                 client_id="gigapulse-preflight")
+    except Exception:  # noqa: BLE001 - the worker's own connection reports an unreachable broker
+        return None
+    try:
+        ids = [str(b["broker_id"]) for b in admin.describe_cluster()["brokers"]]
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, i, dict.fromkeys(keys))
+                                        for i in ids], config_filter="all")["broker"]
+        lows = [int(found[i][keys[0]]["value"]) for i in ids]
+        highs = [int(found[i][keys[1]]["value"]) for i in ids]
+        return max(lows), min(highs)
+    except Exception:  # noqa: BLE001 - not authorized, an old broker: skip the check
+        return None
+    finally:
+        admin.close()
+
+
 def stop(settings: BrokerSettings, timeout_s: float = 30.0) -> bool:
     """Stop the broker (SIGTERM, then SIGKILL after ``timeout_s``); False if none was running."""
     pid = _live_broker_pid(settings)

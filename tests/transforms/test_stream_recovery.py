@@ -213,3 +213,14 @@ def test_the_survivor_takes_over_a_killed_workers_partitions_within_10_s(bootstr
         workers.drain_and_check(produced)
     finally:
         workers.stop_all()
+
+
+def test_a_session_timeout_the_broker_refuses_is_one_line_not_a_silent_worker(bootstrap, tmp_path):
+    """Below group.min.session.timeout.ms the broker refuses the join and Faust would wait forever."""
+    env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=bootstrap, GIGAPULSE_DATA_DIR=str(tmp_path),
+               GIGAPULSE_STREAM_SESSION_TIMEOUT_S="1.5", GIGAPULSE_STREAM_HEARTBEAT_INTERVAL_S="0.5")
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", "stream", "--drain"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.startswith("gigapulse: error: GIGAPULSE_STREAM_SESSION_TIMEOUT_S=1.5 is outside"), res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
