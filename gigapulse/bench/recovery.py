@@ -43,7 +43,7 @@ from gigapulse.bench.harness import (
     stream_settings,
     warm_bytecode,
 )
-from gigapulse.bench.report import TARGETS, environment, fmt_spread, markdown_table, progress, spread
+from gigapulse.bench.report import TARGETS, console, environment, fmt_spread, markdown_table, progress, spread
 
 #: The freshness a recovered worker is back under, in seconds (the issue's criterion).
 FRESH_S = 2.0
@@ -61,6 +61,10 @@ class RecoveryOptions:
     seed: int = 42
     #: Give each worker a static group instance id (as docker-compose.yml does); off: dynamic members.
     instance_ids: bool = True
+
+
+class NotSteady(BenchError):
+    """The workers never held freshness under 2 s before the kill (a machine too busy for the rate)."""
 
 
 class Staleness(Visibility):
@@ -134,10 +138,10 @@ def recovery_once(bb: BenchBroker, opts: RecoveryOptions, plant, scenario: str, 
                                      f"{logs[i].read_text(errors='replace')[-600:]}")
             age = vis.staleness()
             if kill_at is None:
-                if now - t0 > 120 + opts.warmup_s:
+                if now - t0 > 60 + opts.warmup_s:
                     recent = ", ".join(f"{a:.1f}" for _, a in vis.samples[-8:])
-                    raise BenchError("the workers did not reach a steady freshness under "
-                                     f"{FRESH_S:g} s within {120 + opts.warmup_s:.0f} s (last polls: {recent})")
+                    raise NotSteady("the workers did not reach a steady freshness under "
+                                     f"{FRESH_S:g} s within {60 + opts.warmup_s:.0f} s (last polls: {recent})")
                 steady = (vis.first_seen is not None and time.time() - vis.first_seen >= opts.warmup_s
                           and age is not None and age < FRESH_S
                           and all(a < FRESH_S for t, a in vis.samples if t > time.time() - 3))
@@ -212,8 +216,13 @@ def run_recovery(opts: RecoveryOptions) -> dict[str, Any]:
         with progress() as bar:
             for scenario in SCENARIOS:
                 for i in range(opts.runs):
-                    runs.append(recovery_once(bb, opts, plant, scenario, bar,
-                                              f"{scenario} {i + 1}/{opts.runs}: {opts.rate:,} readings/s"))
+                    try:
+                        runs.append(recovery_once(bb, opts, plant, scenario, bar,
+                                                  f"{scenario} {i + 1}/{opts.runs}: {opts.rate:,} readings/s"))
+                    except NotSteady as exc:
+                        # A machine too busy to hold the rate cannot time a recovery; the report says so.
+                        console.print(f"{scenario} run {i + 1}: {exc}")
+                        runs.append({"scenario": scenario, "not_steady": str(exc)})
     target = TARGETS["recovery_s"]
     res: dict[str, Any] = {}
     met: dict[str, bool] = {}
@@ -221,16 +230,18 @@ def run_recovery(opts: RecoveryOptions) -> dict[str, Any]:
     what = {"restart": "1 worker: kill -9, restarted at once",
             "survivor": "2 workers: one killed with kill -9, not restarted"}
     for scenario in SCENARIOS:
-        mine = [r for r in runs if r["scenario"] == scenario]
+        mine = [r for r in runs if r["scenario"] == scenario and "not_steady" not in r]
+        unsteady = sum(1 for r in runs if r["scenario"] == scenario and "not_steady" in r)
         done = [r["recovery_s"] for r in mine if r["recovery_s"] is not None]
         timeouts = sum(r["timed_out"] for r in mine)
-        res[scenario] = {"recovery_s": spread(done) if done else None,
-                         "peak_staleness_s": spread([r["peak_staleness_s"] for r in mine]), "timed_out": timeouts}
+        res[scenario] = {"recovery_s": spread(done) if done else None, "timed_out": timeouts, "not_steady": unsteady,
+                         "peak_staleness_s": spread([r["peak_staleness_s"] for r in mine]) if mine else None}
         met[f"recovery_{scenario}_s"] = bool(done) and not timeouts and res[scenario]["recovery_s"]["median"] <= target
         rows.append([what[scenario], fmt_spread(res[scenario]["recovery_s"], 1),
                      fmt_spread(res[scenario]["peak_staleness_s"], 1),
                      f"≤ {target:g} ({'met' if met[f'recovery_{scenario}_s'] else 'MISSED'})"
-                     + (f"; {timeouts} run(s) not recovered in {opts.timeout_s:g} s" if timeouts else "")])
+                     + (f"; {timeouts} run(s) not recovered in {opts.timeout_s:g} s" if timeouts else "")
+                     + (f"; {unsteady} run(s) never steady under {FRESH_S:g} s before the kill" if unsteady else "")])
     table = markdown_table(["scenario", f"kill → freshness < {FRESH_S:g} s, s: median (min–max)",
                             "worst freshness after the kill, s", "target s"], rows)
     settings = stream_settings()
