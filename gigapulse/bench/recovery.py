@@ -126,6 +126,7 @@ def recovery_once(bb: BenchBroker, opts: RecoveryOptions, plant, scenario: str, 
     victim = n_workers - 1
     kill_at = restarted_at = None
     fresh_since = None
+    settled = False
     task = bar.add_task(label, total=None, info="warming up") if bar else None
     try:
         t0 = time.monotonic()
@@ -160,6 +161,7 @@ def recovery_once(bb: BenchBroker, opts: RecoveryOptions, plant, scenario: str, 
                 if age is not None and age < FRESH_S and vis.samples[-1][0] > kill_at:
                     fresh_since = fresh_since or time.time()
                     if time.time() - fresh_since >= opts.settle_s:
+                        settled = True
                         break
                 else:
                     fresh_since = None
@@ -185,7 +187,7 @@ def recovery_once(bb: BenchBroker, opts: RecoveryOptions, plant, scenario: str, 
             bar.remove_task(task)
     if vis.error is not None:
         raise BenchError(f"polling DuckDB failed: {vis.error}")
-    timed_out = fresh_since is None or time.time() - fresh_since < opts.settle_s
+    timed_out = not settled
     samples = list(vis.samples)
     recovery = recovered_after(samples, kill_at)
     peak = max((a for t, a in samples if t >= kill_at), default=0.0)
