@@ -140,6 +140,10 @@ def server_properties(settings: BrokerSettings) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # Our workers' session timeout is 4 s (GIGAPULSE_STREAM_SESSION_TIMEOUT_S), so that a dead worker's
+        # partitions move on within seconds; Kafka's floor is 6 s. A handful of workers heartbeating
+        # every second costs the broker nothing.
+        "group.min.session.timeout.ms": "2000",
         "auto.create.topics.enable": "true",
         "message.max.bytes": "4194304",
         "log.retention.check.interval.ms": "60000",
@@ -255,6 +259,35 @@ def list_topics(bootstrap: str, timeout_ms: int = 10_000) -> list[str]:
                              client_id="gigapulse-status")
     try:
         return sorted(t for t in admin.list_topics() if not t.startswith("__"))
+    finally:
+        admin.close()
+
+
+def group_session_bounds(bootstrap: str, timeout_ms: int = 10_000) -> tuple[int, int] | None:
+    """The session timeouts (ms) the cluster accepts from a group member, or None if it won't say.
+
+    A member whose session is outside ``group.min/max.session.timeout.ms`` is refused at join, and
+    Faust then waits forever without consuming; asking first turns that into a one-line error.
+    Best effort: a cluster that denies DescribeConfigs is not checked.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    keys = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
+                                 client_id="gigapulse-preflight")
+    except Exception:  # noqa: BLE001 - the worker's own connection reports an unreachable broker
+        return None
+    try:
+        ids = [str(b["broker_id"]) for b in admin.describe_cluster()["brokers"]]
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, i, dict.fromkeys(keys))
+                                        for i in ids], config_filter="all")["broker"]
+        lows = [int(found[i][keys[0]]["value"]) for i in ids]
+        highs = [int(found[i][keys[1]]["value"]) for i in ids]
+        return max(lows), min(highs)
+    except Exception:  # noqa: BLE001 - not authorized, an old broker: skip the check
+        return None
     finally:
         admin.close()
 

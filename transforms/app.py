@@ -258,6 +258,11 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=16_384,
         broker_max_poll_records=2_000,
+        # Recovery after a crash: how soon a dead worker's partitions move on (docs/stream.md).
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        consumer_group_instance_id=settings.instance_id,
         # Faust would wait at shutdown and rebalance until every buffered message is acknowledged;
         # here a message unacknowledged is simply read again (the lake checkpoint says where to
         # resume), and after a failed checkpoint nothing is ever acknowledged again.

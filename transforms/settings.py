@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,40 @@ class StreamSettings(BaseSettings):
                                     "on this port (unset: no endpoint; one port per worker on a host).")
     health_host: str = Field("127.0.0.1", description="Address the health endpoint binds to (0.0.0.0 in a "
                              "container, so the orchestrator can reach it).")
+
+    # Recovery after a crash (docs/stream.md, "Recovery after a crash"). Faust's defaults (60 s
+    # session and rebalance timeouts) left a kill -9'd worker's partitions unread for about a minute.
+    session_timeout_s: float = Field(4.0, ge=1.0, le=300.0, description="A worker that stops heartbeating is "
+                                     "dropped from the group after this long, and its partitions handed on. The "
+                                     "broker's group.min.session.timeout.ms (Kafka's default 6 s; ours 2 s) "
+                                     "bounds it from below.")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Seconds between heartbeats; also how soon a "
+                                        "live worker hears of a rebalance. At most a third of session_timeout_s.")
+    rebalance_timeout_s: float = Field(10.0, ge=1.0, le=300.0, description="How long a rebalance waits for the "
+                                       "live workers to rejoin (ours finish their in-flight checkpoints first).")
+    instance_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$", description="Static group "
+                                    "membership (KIP-345): a worker restarted with the same id takes its "
+                                    "partitions back at once, without a rebalance. Unique per worker; "
+                                    "'{hostname}' is replaced by the host's name; unset: dynamic membership.")
+
+    @field_validator("heartbeat_interval_s")
+    @classmethod
+    def _heartbeat_within_session(cls, v: float, info: ValidationInfo) -> float:
+        """Kafka's rule of thumb: three heartbeats per session, so one lost heartbeat is not a death."""
+        session = info.data.get("session_timeout_s")
+        if session is not None and v * 3 > session:
+            raise ValueError(f"must be at most a third of session_timeout_s ({session:g} s)")
+        return v
+
+    @field_validator("instance_id", mode="before")
+    @classmethod
+    def _expand_hostname(cls, v: object) -> object:
+        """``{hostname}`` gives each replica of one service its own id, stable across its restarts
+        (a container keeps its hostname when restarted, a StatefulSet pod keeps its name)."""
+        if isinstance(v, str):
+            v = v.strip().replace("{hostname}", socket.gethostname())
+            return v or None
+        return v
 
     @property
     def max_future_ms(self) -> int:

@@ -84,3 +84,21 @@ def bench_freshness(
     opts = bench.FreshnessOptions(runs=runs, rate=rate, duration_s=_parse(parse_duration, duration, "--duration"),
                                   poll_s=poll, seed=seed, profile=profile)
     bench.emit(bench.run_freshness(opts), out)
+
+
+@bench_app.command("recovery")
+def bench_recovery(
+    runs: RunsOpt = 3,
+    rate: Annotated[int, typer.Option(min=1, help="Readings per second produced.")] = 20_000,
+    instance_ids: Annotated[bool, typer.Option("--instance-ids/--no-instance-ids", help="Give each worker a "
+                                               "static group instance id, as docker-compose.yml does.")] = True,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds after the kill before a run counts as not "
+                                                       "recovered.")] = 90.0,
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/recovery.json"),
+):
+    """Seconds from a worker's kill -9 until freshness is back under 2 s: restarted at once, or taken over."""
+    from gigapulse import bench
+
+    opts = bench.RecoveryOptions(runs=runs, rate=rate, instance_ids=instance_ids, timeout_s=timeout, seed=seed)
+    bench.emit(bench.run_recovery(opts), out)

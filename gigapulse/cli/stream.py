@@ -35,9 +35,12 @@ def stream(
     Start several to scale out: they share the partitions through the consumer group. Settings:
     GIGAPULSE_DATA_DIR (lake location) and GIGAPULSE_STREAM_* (window_ms, long_window_ms,
     lateness_ms, flush_seconds, flush_rows, microbatch_rows, checkpoints_in_flight, group_id,
-    publish_features, log_every_s, max_future_s, internal_retries, health_port, health_host). With --loglevel info it logs its rates and
-    intake lag. With GIGAPULSE_STREAM_HEALTH_PORT it serves /healthz, /readyz and /status (gigapulse health).
+    publish_features, log_every_s, max_future_s, internal_retries, health_port, health_host,
+    session_timeout_s, heartbeat_interval_s, rebalance_timeout_s, instance_id). With --loglevel info
+    it logs its rates and intake lag. With GIGAPULSE_STREAM_HEALTH_PORT it serves /healthz, /readyz
+    and /status (gigapulse health).
     """
+    from infra.broker import group_session_bounds
     from schemas.asset_model import load_plant
     from schemas.topics import ASSETS
     from transforms.settings import DataSettings, StreamSettings
@@ -49,6 +52,11 @@ def stream(
     servers = _bootstrap(bootstrap)
     extra = load_plant(plant).sensors if plant else ()  # a bad --plant is reported before the broker is asked
     _reachable(servers)  # before importing Faust: an unreachable cluster is reported seconds sooner
+    bounds = group_session_bounds(servers)
+    if bounds and not bounds[0] <= settings.session_timeout_s * 1000 <= bounds[1]:
+        raise UserError(f"GIGAPULSE_STREAM_SESSION_TIMEOUT_S={settings.session_timeout_s:g} is outside what the "
+                        f"broker accepts ({bounds[0] / 1000:g}–{bounds[1] / 1000:g} s, its "
+                        "group.min/max.session.timeout.ms)")
 
     from transforms.app import StreamFailed, create_app, load_assets, run_worker
     from transforms.warehouse import write_sensors
