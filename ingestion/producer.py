@@ -188,8 +188,14 @@ class PlantProducer:
 
     def close(self, timeout: float = 60.0) -> ProducerStats:
         """Flush and close; raises :class:`ProduceError` if any message was not delivered."""
+        if self.stats.failed:  # the broker is away: buffered records expire within the delivery timeout
+            timeout = min(timeout, self.settings.delivery_timeout_s + 5)
         try:
             self._producer.flush(timeout=timeout)
+        except KafkaTimeoutError as exc:  # what is still unacknowledged now counts as not delivered
+            with self.stats._lock:
+                self.stats.failed = max(self.stats.failed, self.stats.sent - self.stats.acked)
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
         finally:
             self._producer.close(timeout=timeout)
         if self.stats.failed:

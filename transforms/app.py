@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faust
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.tables import TableManager
 from faust.types import TP
 
@@ -151,7 +152,11 @@ class FeaturePublisher:
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap.split(","), acks="all",
                                         compression_type="zstd", max_batch_size=1_048_576, linger_ms=5,
                                         client_id="gigapulse-features")
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # the next delivery starts a fresh one
+                raise
             self._producer = producer
         return self._producer
 
@@ -359,15 +364,20 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         try:
             await loop.run_in_executor(writer, job.write_files)
             result = job.result
-            await send_dead_letters(result.dead_letters)
+            await deliver(lambda: send_dead_letters(result.dead_letters))
             if publisher is not None:
                 for name, table in result.features.items():
-                    await publisher.publish(FEATURE_TOPICS[name][0], feature_messages(table, FEATURE_TOPICS[name][1]))
+                    messages = feature_messages(table, FEATURE_TOPICS[name][1])
+                    await deliver(lambda n=name, m=messages: publisher.publish(FEATURE_TOPICS[n][0], m))
             if previous is not None:
                 await asyncio.wait([previous])  # commit points of a partition go in order
             await loop.run_in_executor(writer, job.commit)
         except Exception as exc:  # noqa: BLE001 - any failure here must stop the worker, not one agent
             job.owner.failed = job.owner.failed or exc
+            if isinstance(exc, Abandoned):  # stopping while the broker is away: redone after a restart
+                log.warning("%s[%d]: checkpoint at offsets %d-%d abandoned at shutdown (the broker is away); a "
+                            "restart redoes it", *key, job.first_offset, job.last_offset)
+                return
             fail(exc)
             return
         stats.checkpoints += 1
@@ -377,6 +387,34 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         stream = streams[key[0]]
         for event in events:
             await stream.ack(event)
+
+    stopping = [False]
+
+    async def deliver(send) -> None:
+        """Deliver to Kafka, waiting for the broker while it is away (stopped, restarting, unreachable).
+
+        The batch's lake files are written but not committed, so waiting loses nothing and a retry
+        can only repeat a letter or a feature row (those topics are at-least-once). Only a worker
+        that is stopping gives up: the batch is redone from the lake after a restart.
+        """
+        delay, since = 0.5, None
+        while True:
+            try:
+                await send()
+                if since is not None:
+                    log.warning("the broker is back after %.1f s; delivering again", time.monotonic() - since)
+                return
+            except (TimeoutError, KafkaError, ConnectionError) as exc:
+                if isinstance(exc, KafkaError) and not (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+                    raise
+                if stopping[0] or app.gigapulse_error is not None:
+                    raise Abandoned(str(exc)) from exc
+                if since is None:
+                    since = time.monotonic()
+                    log.warning("cannot deliver to Kafka (%s: %s); retrying until the broker is back",
+                                type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def settle(keys: set[tuple[str, int]] | None = None) -> None:
         """Wait for the in-flight checkpoints (of ``keys``, or all) to be committed and acknowledged."""
@@ -430,6 +468,8 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
                 unacked[key].append(event)
                 stats.note(kafka_ts if kafka_ts is not None and kafka_ts > 0 else time.time())
                 final = drain and msg.offset + 1 >= targets.get(key, 0)
+                if final:
+                    p.closing = True  # before any await: a timer checkpoint that takes this batch closes it
                 if final or p.buffered_rows >= settings.flush_rows:
                     await checkpoint(key, final=final)
             except Exception as exc:  # noqa: BLE001 - a bug must stop the worker, not silently one agent
@@ -514,12 +554,17 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app, **kwargs):  # noqa: ARG001 - signal signature
+        stopping[0] = True  # a delivery waiting for an absent broker gives up: its batch is redone later
         await settle()
         if publisher is not None:
             await publisher.stop()
         writer.shutdown(wait=True)
 
     return app
+
+
+class Abandoned(RuntimeError):
+    """A checkpoint given up because the worker is stopping while the broker is away (not a failure)."""
 
 
 class StreamFailed(RuntimeError):

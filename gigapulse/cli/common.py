@@ -41,6 +41,8 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("kafka.net.selector").addFilter(_closed_client_close_race)
     logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_routine_to_info)
     logging.getLogger("mode.timers").addFilter(_routine_to_info)
+    for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager"):
+        logging.getLogger(name).addFilter(_connection_error_without_traceback)
     outage = _OutageThrottle()
     for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator",
                  "aiokafka.producer.sender"):
@@ -94,6 +96,15 @@ def _routine_to_info(record: logging.LogRecord) -> bool:
             return True
         record.levelno, record.levelname = logging.INFO, "INFO"
         return logging.getLogger().isEnabledFor(logging.INFO)
+    return True
+
+
+def _connection_error_without_traceback(record: logging.LogRecord) -> bool:
+    """kafka-python logs a dropped connection (the broker died or restarted) with the socket's
+    traceback. The one-line message says all an operator needs; the traceback is kept with -v."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, OSError) and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        record.exc_info, record.exc_text = None, None
     return True
 
 

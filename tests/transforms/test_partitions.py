@@ -205,3 +205,18 @@ def test_late_reading_is_kept_in_raw_and_left_out_of_windows(tmp_path, plant):
     assert feats["count"].to_pylist() == [1, 1] and feats["max"].to_pylist() == [1.0, 2.0]
     health = _table(tmp_path, "sensor_health")
     assert sum(health["late"].to_pylist()) == 1
+
+
+def test_a_batch_marked_closing_closes_the_windows_whoever_checkpoints_it(tmp_path, plant, messages):
+    """The drain's last message marks its partition closing; the flush timer's checkpoint may take that
+    batch before the message's own final checkpoint runs, and must close the windows all the same."""
+    marked = P.ReadingsPartition(TOPIC, 0, tmp_path / "marked", _settings(), plant.by_id)
+    for off, payload in messages:
+        marked.add(off, 0, payload)
+    marked.closing = True
+    marked.checkpoint()  # the timer's checkpoint: final=False
+    assert marked.checkpoint(final=True) is None  # the message's own final checkpoint finds nothing left
+    _run(tmp_path / "final", plant, messages, _settings(), checkpoint_every=len(messages) + 1, final=True)
+    for name in ("sensor_features_1m", "sensor_features_1h", "sensor_health", "energy_features"):
+        a, b = _table(tmp_path / "marked", name), _table(tmp_path / "final", name)
+        assert a.num_rows == b.num_rows > 0, name

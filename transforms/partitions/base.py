@@ -106,6 +106,9 @@ class _Partition:
         self._batch: list[tuple[int, int, bytes | None]] = []
         #: Records set aside with ``internal_error`` (a worker bug) since the worker started.
         self.internal_errors = 0
+        #: Set when the message that ends a drain was taken: the next prepared checkpoint closes the
+        #: windows, whoever prepares it (see :meth:`prepare`).
+        self.closing = False
         self._load()
         #: The state as of the last prepared checkpoint, as its snapshot's JSON: where
         #: :meth:`_isolate` restarts (the same typed snapshot a checkpoint file holds).
@@ -252,6 +255,9 @@ class _Partition:
         """
         if self.first_offset is None:
             return None
+        # Whichever checkpoint takes the batch that holds the drain's last message closes the windows:
+        # the flush timer may take it while the message's own final checkpoint waits for the writer.
+        final, self.closing = final or self.closing, False
         try:
             self._compute(final=final)
         except Exception as exc:  # noqa: BLE001 - a bug on one message must not stop the partition
