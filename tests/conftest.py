@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -29,19 +31,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory) -> Iterator[BrokerSettings]:
-    """A running broker with the topic catalog applied; stopped at the end of the session."""
+@contextmanager
+def running_broker(data_dir: Path) -> Iterator[BrokerSettings]:
+    """The project's broker on free loopback ports in ``data_dir``, with the topic catalog applied."""
     from ingestion.topics import apply_topics
 
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(),
-                              data_dir=tmp_path_factory.mktemp("kafka"))
+    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=data_dir)
     broker.start(settings)
     try:
         apply_topics(settings.bootstrap)
         yield settings
     finally:
         broker.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory) -> Iterator[BrokerSettings]:
+    """A running broker with the topic catalog applied; stopped at the end of the session."""
+    with running_broker(tmp_path_factory.mktemp("kafka")) as settings:
+        yield settings
 
 
 @pytest.fixture

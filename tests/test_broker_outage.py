@@ -23,7 +23,7 @@ import pytest
 
 from infra import broker
 from infra.broker import BrokerSettings
-from tests.conftest import free_port
+from tests.conftest import running_broker
 from tests.transforms.support import lake_readings, report
 
 pytestmark = pytest.mark.integration
@@ -33,15 +33,9 @@ OUTAGE_S = 20.0
 
 @pytest.fixture
 def own_broker(tmp_path):
-    from ingestion.topics import apply_topics
-
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka")
-    broker.start(settings)
-    try:
-        apply_topics(settings.bootstrap)
+    """A broker of this test's own: the test stops and restarts it."""
+    with running_broker(tmp_path / "kafka") as settings:
         yield settings
-    finally:
-        broker.stop(settings)
 
 
 def _broker_pid(settings: BrokerSettings) -> int:

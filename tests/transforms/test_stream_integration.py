@@ -20,9 +20,8 @@ import duckdb
 import pytest
 from kafka import KafkaProducer
 
-from infra import broker
 from infra.broker import BrokerSettings
-from tests.conftest import free_port
+from tests.conftest import running_broker
 from transforms.warehouse import build_catalog
 
 pytestmark = pytest.mark.integration
@@ -43,12 +42,7 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 240, cwd: Path | None
 def filled(tmp_path_factory):
     """A private broker holding ~3 simulated minutes of both plants and some malformed input."""
     tmp = tmp_path_factory.mktemp("stream")
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka")
-    broker.start(settings)
-    try:
-        from ingestion.topics import apply_topics
-
-        apply_topics(settings.bootstrap)
+    with running_broker(tmp / "kafka") as settings:
         env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=settings.bootstrap)
         summaries = {}
         for plant, duration in (("reference", "3m"), ("legacy", "3m")):
@@ -64,8 +58,6 @@ def filled(tmp_path_factory):
         producer.flush()
         producer.close()
         yield settings, summaries, tmp
-    finally:
-        broker.stop(settings)
 
 
 def _env(settings: BrokerSettings, data_dir: Path, group: str, **extra: str) -> dict[str, str]:
