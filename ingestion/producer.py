@@ -186,18 +186,25 @@ class PlantProducer:
         """Block until every send so far is acknowledged or has failed for good."""
         self._producer.flush(timeout=timeout)
 
+    def _count_undelivered(self, exc: BaseException) -> None:
+        """A flush that timed out: what is still unacknowledged now counts as not delivered."""
+        with self.stats._lock:
+            self.stats.failed = max(self.stats.failed, self.stats.sent - self.stats.acked)
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+
     def close(self, timeout: float = 60.0) -> ProducerStats:
         """Flush and close; raises :class:`ProduceError` if any message was not delivered."""
         if self.stats.failed:  # the broker is away: buffered records expire within the delivery timeout
             timeout = min(timeout, self.settings.delivery_timeout_s + 5)
         try:
             self._producer.flush(timeout=timeout)
-        except KafkaTimeoutError as exc:  # what is still unacknowledged now counts as not delivered
-            with self.stats._lock:
-                self.stats.failed = max(self.stats.failed, self.stats.sent - self.stats.acked)
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        except KafkaTimeoutError as exc:
+            self._count_undelivered(exc)
         finally:
-            self._producer.close(timeout=timeout)
+            try:
+                self._producer.close(timeout=timeout)  # kafka-python flushes again here, and may time out
+            except KafkaTimeoutError as exc:
+                self._count_undelivered(exc)
         if self.stats.failed:
             raise ProduceError(f"{self.stats.failed:,} of {self.stats.sent:,} messages were not delivered within "
                                f"{self.settings.delivery_timeout_s:g} s (GIGAPULSE_PRODUCER_DELIVERY_TIMEOUT_S; last "
