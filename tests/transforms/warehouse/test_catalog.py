@@ -22,7 +22,7 @@ from transforms.warehouse import (
 )
 
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "tables.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "tables.md"
 
 
 def one_row(spec: TableSpec) -> pa.Table:

@@ -1,0 +1,119 @@
+"""What every warehouse table and view means: grain, description, columns and an example query.
+
+Kept apart from the code that builds the catalog so that ``docs/tables.md``, ``COMMENT ON`` in the
+catalog and the tests all read one source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from schemas.tables import TABLES
+
+_VIEW_DOCS: dict[str, dict[str, Any]] = {
+    "energy_per_cell": {
+        "grain": "one line x one hour",
+        "doc": "Energy drawn by a line's metered stations per UTC hour, against the cells that left end "
+               "of line (aging_eol) good in the same hour. Plant-wide stations (line 'site', e.g. the dry "
+               "room) have no cells of their own. kWh per kWh of cell capacity needs the cell's nominal "
+               "energy, which the lake does not hold yet.",
+        "columns": {
+            "site": "Site.",
+            "line": "Production line.",
+            "hour": "Start of the UTC hour.",
+            "kwh": "Energy drawn by the line's metered stations in the hour, kWh.",
+            "good_cells": "Cells that left aging_eol good in the hour; null if none were reported.",
+            "kwh_per_good_cell": "kwh / good_cells; null when no good cell was reported.",
+        },
+        "example": "SELECT line, sum(kwh) / sum(good_cells) AS kwh_per_good_cell\n"
+                   "FROM energy_per_cell\nWHERE hour >= now() - INTERVAL 1 DAY\nGROUP BY line;",
+    },
+    "scrap_reasons": {
+        "grain": "one line x one stage x one window x one scrap reason",
+        "doc": "quality_features.scrap_by_reason unnested: one row per reason that scrapped units.",
+        "columns": {
+            "window_start": "Start of the tumbling window, UTC.",
+            "window_end": "End of the tumbling window, UTC.",
+            "site": "Site.",
+            "line": "Production line.",
+            "stage": "Process stage.",
+            "reason": "Scrap reason (coating_defect, moisture, weld_failure...).",
+            "scrapped": "Units scrapped for that reason in the window.",
+            "date": "UTC date of window_start.",
+        },
+        "example": "SELECT stage, reason, sum(scrapped) AS units\nFROM scrap_reasons\n"
+                   "WHERE date = current_date\nGROUP BY ALL ORDER BY units DESC;",
+    },
+}
+
+_EXAMPLES = {
+    "readings": "SELECT sensor_id, count(*) AS samples, avg(value) AS mean\nFROM readings\n"
+                "WHERE date = DATE '2024-05-01' AND stage = 'coating'\nGROUP BY sensor_id;",
+    "production_events": "SELECT kind, count(*)\nFROM production_events\n"
+                         "WHERE unit_id = 'cell-000123' OR list_contains(parent_ids, 'roll-000042')\n"
+                         "GROUP BY kind;",
+    "sensors": "SELECT stage, count(*) AS sensors, count(*) FILTER (WHERE ctq) AS ctq_sensors\n"
+               "FROM sensors\nGROUP BY stage ORDER BY stage;",
+    "sensor_features_1m": "SELECT sensor_id, window_start, mean, ewma, ewma_ucl, ewma_lcl, cpk\nFROM sensor_features_1m\n"
+                          "WHERE parameter = 'areal_loading' AND ewma_alarm\n"
+                          "ORDER BY window_start DESC LIMIT 20;",
+    "sensor_features_1h": "SELECT sensor_id, window_start, mean, min, max, out_of_spec\nFROM sensor_features_1h\n"
+                          "WHERE station = 'L1-coat-c' AND date = current_date\nORDER BY sensor_id, window_start;",
+    "quality_features": "SELECT line, stage, sum(good) / nullif(sum(good) + sum(scrapped), 0) AS yield\n"
+                        "FROM quality_features\nWHERE date = current_date\nGROUP BY line, stage;",
+    "energy_features": "SELECT stage, sum(kwh) AS kwh\nFROM energy_features\n"
+                       "WHERE date >= current_date - 7\nGROUP BY stage ORDER BY kwh DESC;",
+    "sensor_health": "SELECT sensor_id, avg(rate_ratio) AS rate_ratio, bool_or(stuck) AS ever_stuck\n"
+                     "FROM sensor_health\nWHERE date = current_date\nGROUP BY sensor_id\n"
+                     "HAVING avg(rate_ratio) < 0.9;",
+    "dead_letters": "SELECT reason, stage, count(*) AS messages\nFROM dead_letters\n"
+                    "WHERE date = current_date\nGROUP BY ALL ORDER BY messages DESC;",
+}
+
+#: Every table and view of the warehouse: grain, description, column descriptions and an example query.
+TABLE_DOCS: dict[str, dict[str, Any]] = {
+    **{
+        name: {"grain": spec.grain, "doc": spec.doc, "columns": spec.column_docs(), "example": _EXAMPLES[name]}
+        for name, spec in TABLES.items()
+    },
+    **_VIEW_DOCS,
+}
+
+
+
+# --------------------------------------------------------------------------- docs/tables.md
+
+def tables_markdown() -> str:
+    """docs/tables.md: every table and view with its grain, columns (DuckDB types) and an example."""
+    from transforms.warehouse.catalog import create_views  # catalog reads these docs: import at call time
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        create_views(con, Path("/nonexistent-gigapulse-lake"))
+        types = {
+            name: dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ?",
+                             [name]).fetchall())
+            for name in TABLE_DOCS
+        }
+    finally:
+        con.close()
+    out = [
+        "# Warehouse tables",
+        "",
+        "Generated from `schemas/tables.py` and `transforms/warehouse/docs.py` (`tables_markdown()`); edit those,",
+        "not this file. Every table is a view of `gigapulse.duckdb` over the Parquet lake",
+        "(`<lake>/<table>/date=YYYY-MM-DD/*.parquet`); filter on `date` to read only the days you need.",
+        "Timestamps are UTC.",
+        "",
+    ]
+    for name, doc in TABLE_DOCS.items():
+        out += [f"## `{name}`", "", f"**Grain:** {doc['grain']}.", "", doc["doc"], "",
+                "| column | type | description |", "|---|---|---|"]
+        for col, text in doc["columns"].items():
+            out.append(f"| `{col}` | {types[name].get(col, '')} | {text.replace('|', '/')} |")
+        out += ["", "```sql", doc["example"], "```", ""]
+    return "\n".join(out)
