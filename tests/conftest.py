@@ -72,3 +72,11 @@ def unique_topic(kafka: BrokerSettings):
 
     yield make
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def simulated_warehouse(tmp_path_factory) -> Path:
+    """The warehouse file of a lake the simulator made (see ``tests/simulated_lake.py``); read-only use only."""
+    from tests.simulated_lake import build_simulated_lake
+
+    return build_simulated_lake(tmp_path_factory.mktemp("simulated"))

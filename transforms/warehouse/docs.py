@@ -28,8 +28,11 @@ _VIEW_DOCS: dict[str, dict[str, Any]] = {
             "good_cells": "Cells that left aging_eol good in the hour; null if none were reported.",
             "kwh_per_good_cell": "kwh / good_cells; null when no good cell was reported.",
         },
-        "example": "SELECT line, sum(kwh) / sum(good_cells) AS kwh_per_good_cell\n"
-                   "FROM energy_per_cell\nWHERE hour >= now() - INTERVAL 1 DAY\nGROUP BY line;",
+        "example": "SELECT line, sum(kwh) AS kwh, sum(good_cells) AS good_cells,\n"
+                   "       sum(kwh) / sum(good_cells) AS kwh_per_good_cell\n"
+                   "FROM energy_per_cell\nWHERE hour >= now() - INTERVAL 1 DAY\n"
+                   "GROUP BY line HAVING sum(good_cells) > 0  -- plant-wide meters (line 'site') make no cells\n"
+                   "ORDER BY line;",
     },
     "scrap_reasons": {
         "grain": "one line x one stage x one window x one scrap reason",
@@ -51,24 +54,35 @@ _VIEW_DOCS: dict[str, dict[str, Any]] = {
 
 _EXAMPLES = {
     "readings": "SELECT sensor_id, count(*) AS samples, avg(value) AS mean\nFROM readings\n"
-                "WHERE date = DATE '2024-05-01' AND stage = 'coating'\nGROUP BY sensor_id;",
-    "production_events": "SELECT kind, count(*)\nFROM production_events\n"
-                         "WHERE unit_id = 'cell-000123' OR list_contains(parent_ids, 'roll-000042')\n"
-                         "GROUP BY kind;",
+                "WHERE date = current_date AND stage = 'coating'\nGROUP BY sensor_id ORDER BY sensor_id;",
+    "production_events": "WITH cell AS (  -- the last cell graded today\n"
+                         "    SELECT unit_id FROM production_events\n"
+                         "    WHERE date = current_date AND kind = 'grade'\n"
+                         "    ORDER BY ts DESC LIMIT 1\n"
+                         ")\n"
+                         "SELECT ts, stage, station, kind, attribute, value, unit, grade,\n"
+                         "       parent_ids  -- the units it consumed\n"
+                         "FROM production_events\n"
+                         "WHERE date >= current_date - 1 AND unit_id = (SELECT unit_id FROM cell)\n"
+                         "ORDER BY ts;",
     "sensors": "SELECT stage, count(*) AS sensors, count(*) FILTER (WHERE ctq) AS ctq_sensors\n"
                "FROM sensors\nGROUP BY stage ORDER BY stage;",
-    "sensor_features_1m": "SELECT sensor_id, window_start, mean, ewma, ewma_ucl, ewma_lcl, cpk\nFROM sensor_features_1m\n"
-                          "WHERE parameter = 'areal_loading' AND ewma_alarm\n"
-                          "ORDER BY window_start DESC LIMIT 20;",
+    "sensor_features_1m": "SELECT sensor_id, count(*) AS windows,\n"
+                          "       count(*) FILTER (WHERE ewma_alarm) AS ewma_alarms, min(cpk) AS worst_cpk\n"
+                          "FROM sensor_features_1m\n"
+                          "WHERE date >= current_date - 1 AND window_start >= now() - INTERVAL 1 HOUR\n"
+                          "  AND parameter = 'areal_loading'\n"
+                          "GROUP BY sensor_id ORDER BY worst_cpk LIMIT 20;  -- the least capable first",
     "sensor_features_1h": "SELECT sensor_id, window_start, mean, min, max, out_of_spec\nFROM sensor_features_1h\n"
                           "WHERE station = 'L1-coat-c' AND date = current_date\nORDER BY sensor_id, window_start;",
     "quality_features": "SELECT line, stage, sum(good) / nullif(sum(good) + sum(scrapped), 0) AS yield\n"
-                        "FROM quality_features\nWHERE date = current_date\nGROUP BY line, stage;",
+                        "FROM quality_features\nWHERE date = current_date\nGROUP BY line, stage ORDER BY line, stage;",
     "energy_features": "SELECT stage, sum(kwh) AS kwh\nFROM energy_features\n"
                        "WHERE date >= current_date - 7\nGROUP BY stage ORDER BY kwh DESC;",
-    "sensor_health": "SELECT sensor_id, avg(rate_ratio) AS rate_ratio, bool_or(stuck) AS ever_stuck\n"
+    "sensor_health": "SELECT sensor_id, avg(rate_ratio) AS rate_ratio, max(max_gap_ms) AS max_gap_ms,\n"
+                     "       bool_or(stuck) AS ever_stuck\n"
                      "FROM sensor_health\nWHERE date = current_date\nGROUP BY sensor_id\n"
-                     "HAVING avg(rate_ratio) < 0.9;",
+                     "ORDER BY rate_ratio, sensor_id LIMIT 20;  -- the sensors furthest below their nominal rate",
     "dead_letters": "SELECT reason, stage, count(*) AS messages\nFROM dead_letters\n"
                     "WHERE date = current_date\nGROUP BY ALL ORDER BY messages DESC;",
 }

@@ -1,0 +1,69 @@
+"""A lake made by the simulator without Kafka: the reference plant through the stream's own partition
+processors, the asset model as the sensors table, and a catalog over it.
+
+What the warehouse tests query as "real data": every table has rows (dead letters included: one
+malformed reading every ten ticks, as ``simulate --inject-faults`` sends), and the data ends now, so
+the documented examples that look at today or the last hour find it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ingestion.simulator import PlantSimulator
+from schemas.asset_model import load_plant
+from schemas.contracts import encode
+from transforms import partitions as P
+from transforms.settings import StreamSettings
+from transforms.warehouse import build_catalog, write_sensors
+
+#: Simulated seconds: the first cells are graded after about 90 s, the first scrap at formation later.
+SECONDS = 240
+BAD_READING = b'{"not": "a reading"}'
+
+
+def simulation_start(seconds: float, now: datetime | None = None) -> datetime:
+    """``seconds`` before now on a whole minute (no partial first window), but never before today's
+    midnight (UTC), so that every row is dated today; data a few minutes ahead of the clock is fine."""
+    now = now or datetime.now(UTC)
+    start = (now - timedelta(seconds=seconds)).replace(second=0, microsecond=0)
+    return max(start, now.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7) -> Path:
+    """Write ``seconds`` of the reference plant into ``data_dir/lake`` and build
+    ``data_dir/gigapulse.duckdb`` over it; returns the warehouse file."""
+    plant = load_plant("reference")
+    lake = Path(data_dir) / "lake"
+    settings = StreamSettings(publish_features=False)
+    readings = P.ReadingsPartition("plant.readings.v1", 0, lake, settings, plant.by_id)
+    events = P.EventsPartition("plant.events.v1", 0, lake, settings)
+    dead: list = []
+    r_off = e_off = 0
+    sim = PlantSimulator(plant, seed=seed, start=simulation_start(seconds))
+    for i, tick in enumerate(sim.run(seconds)):
+        for frame in tick.frames:
+            readings.add(r_off, None, frame.encode())
+            r_off += 1
+        for event in tick.events:
+            events.add(e_off, None, encode(event))
+            e_off += 1
+        if i % 10 == 0:
+            readings.add(r_off, None, BAD_READING)
+            r_off += 1
+            for partition in (readings, events):
+                result = partition.checkpoint()
+                dead += result.dead_letters if result else []
+    for partition in (readings, events):
+        result = partition.checkpoint(final=True)
+        dead += result.dead_letters if result else []
+    # The app sends refusals to plant.dlq.v1; its dead-letter partition lands them.
+    letters = P.DeadLettersPartition("plant.dlq.v1", 0, lake, settings)
+    for offset, letter in enumerate(dead):
+        letters.add(offset, None, encode(letter))
+    letters.checkpoint(final=True)
+    write_sensors(lake, plant.sensors)
+    db = Path(data_dir) / "gigapulse.duckdb"
+    build_catalog(lake, db)
+    return db
