@@ -90,7 +90,7 @@ BAD = [
     (["replay", "missing.csv", "--map", "ts"], 2, "--map"),
     (["sql", "DROP VIEW readings"], 1, "read-only"),
     (["sql", "CREATE TABLE t AS SELECT 1"], 1, "read-only"),
-    (["sql", "SELECT * FROM no_such_table"], 1, "SQL error"),
+    (["sql", "SELECT * FROM no_such_table"], 1, "no warehouse in the data directory"),
     (["no-such-command"], 2, "no-such-command"),
     (["health"], 1, "no health port"),
     (["health", "--port", "9", "--timeout", "2"], 1, "no stream worker answers at http://127.0.0.1:9/status"),

@@ -6,21 +6,23 @@ missing tool, an unknown plant) are printed as one line on stderr with exit code
 never as a traceback; ``GIGAPULSE_DEBUG=1`` shows the traceback for developers.
 
 The commands live in one module per section (``common``, ``broker``, ``topics``, ``ingest``, ``stream``,
-``demo``, ``benchmarks``); importing them here registers every command, in the order ``--help`` lists
-them. Heavy modules (Kafka clients, Faust, DuckDB, Dagster) are imported inside the commands.
+``sql``, ``demo``, ``benchmarks``). :func:`main` imports only the section the command line names, so
+``gigapulse sql 'SELECT 1'`` starts in a fraction of a second; ``--help`` and ``from gigapulse.cli import
+app`` import them all, in the order ``--help`` lists them. Heavy modules (Kafka clients, Faust, DuckDB,
+Dagster) are imported inside the commands.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from typing import Any
 
 import typer
-from pydantic import ValidationError
 from typer._click import exceptions as click_exc  # typer vendors click; its errors live here
 
-# isort: off
-# The sections in the order ``gigapulse --help`` lists their commands (typer keeps definition order).
+from gigapulse.cli import common
 from gigapulse.cli.common import (
     UserError,
     _closed_client_close_race,
@@ -28,25 +30,34 @@ from gigapulse.cli.common import (
     _OutageThrottle,
     _routine_to_info,
     _setup_logging,
-    app,
     console,
     log,
     out,
 )
-from gigapulse.cli.broker import broker_app
-from gigapulse.cli.topics import schemas_app, topics_app
-from gigapulse.cli.ingest import replay, run_simulation, simulate
-from gigapulse.cli.stream import health, sql, stream, warehouse
-from gigapulse.cli.demo import DEMO_QUERIES, demo
-from gigapulse.cli.benchmarks import bench_app
-# isort: on
-from orchestration.cli import jobs_app
 
-app.add_typer(broker_app, name="broker")
-app.add_typer(topics_app, name="topics")
-app.add_typer(schemas_app, name="schemas")
-app.add_typer(bench_app, name="bench")
-app.add_typer(jobs_app, name="jobs")
+#: The sections in the order ``gigapulse --help`` lists their commands (typer keeps definition order):
+#: module -> (command or group name, the module's attribute holding it: None for a plain command).
+_SECTIONS: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "gigapulse.cli.broker": (("broker", "broker_app"),),
+    "gigapulse.cli.topics": (("topics", "topics_app"), ("schemas", "schemas_app")),
+    "gigapulse.cli.ingest": (("simulate", None), ("replay", None)),
+    "gigapulse.cli.stream": (("stream", None), ("health", None), ("warehouse", None)),
+    "gigapulse.cli.sql": (("sql", None),),
+    "gigapulse.cli.demo": (("demo", None),),
+    "gigapulse.cli.benchmarks": (("bench", "bench_app"),),
+    "orchestration.cli": (("jobs", "jobs_app"),),
+}
+_MODULE_OF_COMMAND = {name: module for module, entries in _SECTIONS.items() for name, _ in entries}
+#: Names importable from here, and the section module that defines each.
+_LAZY = {
+    "DEMO_QUERIES": "gigapulse.cli.demo", "demo": "gigapulse.cli.demo",
+    "bench_app": "gigapulse.cli.benchmarks", "broker_app": "gigapulse.cli.broker",
+    "health": "gigapulse.cli.stream", "stream": "gigapulse.cli.stream", "warehouse": "gigapulse.cli.stream",
+    "jobs_app": "orchestration.cli", "replay": "gigapulse.cli.ingest", "run_simulation": "gigapulse.cli.ingest",
+    "simulate": "gigapulse.cli.ingest", "schemas_app": "gigapulse.cli.topics", "topics_app": "gigapulse.cli.topics",
+    "sql": "gigapulse.cli.sql",
+}
+_loaded: set[str] = set()
 
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
            "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
@@ -54,10 +65,66 @@ __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close
            "topics_app", "warehouse"]
 
 
+def _load(module: str) -> None:
+    """Import one section, registering its commands on the app (groups are added here)."""
+    if module in _loaded:
+        return
+    mod = importlib.import_module(module)
+    for name, attr in _SECTIONS[module]:
+        if attr is not None:
+            common.app.add_typer(getattr(mod, attr), name=name)
+    _loaded.add(module)
+
+
+def _load_all() -> typer.Typer:
+    for module in _SECTIONS:
+        _load(module)
+    return common.app
+
+
+def _load_for(argv: list[str]) -> typer.Typer:
+    """Import only the section the command line names (``gigapulse sql ...`` does not pay for Kafka
+    clients, pydantic or Dagster's launcher); everything for ``--help``, a typo or no command."""
+    words = [a for a in argv if not a.startswith("-")]
+    module = _MODULE_OF_COMMAND.get(words[0]) if words else None
+    if module is None or len(_loaded) == len(_SECTIONS):
+        return _load_all()
+    _load(module)
+    return common.app
+
+
+def __getattr__(name: str) -> Any:
+    """``from gigapulse.cli import app, sql, ...``: the app with every command, as before the lazy sections."""
+    if name == "app":
+        return _load_all()
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _load_all()
+    return getattr(sys.modules[module], name)
+
+
 # --------------------------------------------------------------------------- entry point
 
+#: Errors a user can act on, printed as one line without their type: (module, class). Looked up only in
+#: modules already imported, since an exception whose class was never imported cannot have been raised.
+_USER_ERRORS = (("infra.broker", "BrokerError"), ("schemas.asset_model", "AssetModelError"),
+                ("ingestion.reachability", "KafkaUnreachable"), ("ingestion.reachability", "BootstrapError"),
+                ("pydantic_core", "ValidationError"))
+
+
+def _is_a(exc: BaseException, module: str, name: str) -> bool:
+    mod = sys.modules.get(module)
+    return mod is not None and isinstance(exc, getattr(mod, name))
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, UserError | FileNotFoundError | PermissionError) or any(
+        _is_a(exc, module, name) for module, name in _USER_ERRORS)
+
+
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):
+    if _is_a(exc, "pydantic_core", "ValidationError"):
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or exc.title
         return f"invalid setting {exc.title}.{loc}: {err['msg']}"
@@ -66,13 +133,10 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and turn known errors into one line."""
-    from infra.broker import BrokerError
-    from ingestion.reachability import BootstrapError, KafkaUnreachable
-    from schemas.asset_model import AssetModelError
-
-    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(_load_for(args))
     try:
-        rc = command.main(args=argv, prog_name="gigapulse", standalone_mode=False)
+        rc = command.main(args=args, prog_name="gigapulse", standalone_mode=False)
     except click_exc.NoArgsIsHelpError as exc:
         print(exc.ctx.get_help() if exc.ctx else "see 'gigapulse --help'", file=sys.stderr)
         sys.exit(2)
@@ -86,20 +150,17 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.ClickException as exc:
         print(f"gigapulse: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (UserError, BrokerError, AssetModelError, ValidationError, FileNotFoundError,
-            PermissionError, KafkaUnreachable, BootstrapError) as exc:
-        if os.environ.get("GIGAPULSE_DEBUG"):
-            raise
-        print(f"gigapulse: error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print("gigapulse: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         if os.environ.get("GIGAPULSE_DEBUG"):
             raise
-        print(f"gigapulse: error: {type(exc).__name__}: {_one_line(exc)} (GIGAPULSE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        if _is_user_error(exc):
+            print(f"gigapulse: error: {_one_line(exc)}", file=sys.stderr)
+        else:
+            print(f"gigapulse: error: {type(exc).__name__}: {_one_line(exc)} (GIGAPULSE_DEBUG=1 shows the "
+                  "traceback)", file=sys.stderr)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
 

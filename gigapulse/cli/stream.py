@@ -1,17 +1,15 @@
-"""``gigapulse stream``, ``health``, ``sql`` and ``warehouse``: the stream worker and the DuckDB side."""
+"""``gigapulse stream``, ``health`` and ``warehouse``: the stream worker and the catalog build
+(``gigapulse sql``, the reading side, is :mod:`gigapulse.cli.sql`)."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from gigapulse.cli.common import BootstrapOpt, UserError, _bootstrap, _fmt, _reachable, app, log, out
+from gigapulse.cli.common import BootstrapOpt, UserError, _bootstrap, _reachable, app, log, out
 
 
 @app.command()
@@ -124,51 +122,6 @@ def health(
         print(summary_line(doc))
     if not (doc.get("live") if live else doc.get("ready")):
         raise typer.Exit(1)
-
-
-class SqlFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-@app.command()
-def sql(
-    query: Annotated[str, typer.Argument(help="One SELECT statement over the warehouse views.")],
-    fmt: Annotated[SqlFormat, typer.Option("--format", help="table, csv or json.")] = SqlFormat.table,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Bound parameter for each ? in the "
-                                                    "query, in order (repeatable).")] = None,
-):
-    """Answer a read-only SQL query from the DuckDB warehouse (see docs/tables.md)."""
-    import csv as csv_mod
-
-    import duckdb
-
-    from transforms.settings import DataSettings
-    from transforms.warehouse import ReadOnlyQueryError, build_catalog
-    from transforms.warehouse import query as run_query
-
-    data = DataSettings()
-    # Views over tables that had no files when the catalog was built are empty placeholders;
-    # rebuilding is cheap (views only) and is the one write this command makes.
-    build_catalog(data.lake_root, data.db_path)
-    try:
-        columns, rows = run_query(data.db_path, query, list(param) if param else None)
-    except ReadOnlyQueryError as exc:
-        raise UserError(str(exc)) from None
-    except duckdb.Error as exc:
-        raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
-    if fmt is SqlFormat.json:
-        print(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str))
-    elif fmt is SqlFormat.csv:
-        writer = csv_mod.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    else:
-        table = Table(*columns)
-        for r in rows:
-            table.add_row(*(_fmt(v) if v is not None else "" for v in r))
-        out.print(table)
 
 
 @app.command()
