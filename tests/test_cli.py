@@ -73,6 +73,20 @@ def test_help_in_a_real_process():
         assert command in res.stdout
 
 
+
+def test_each_command_works_with_only_its_own_section_imported():
+    """``main`` imports only the section a command line names: each must stand on its own."""
+    top = sorted({c[0] for c in COMMANDS})
+    code = ("import sys\nfrom gigapulse.cli import main\ntry:\n    main([sys.argv[1], '--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "import gigapulse.cli as c\nprint(len(c._loaded))")
+    env = {k: v for k, v in os.environ.items() if k != "GIGAPULSE_DEBUG"}
+    for command in top:
+        res = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, timeout=60,
+                             cwd=REPO, env=env)
+        assert res.returncode == 0, (command, res.stderr)
+        assert "Usage:" in res.stdout and res.stdout.rstrip().endswith("1"), (command, res.stdout[-200:])
+
 BAD = [
     (["simulate", "--duration", "forever"], 2, "invalid duration"),
     (["simulate", "--duration", "0s"], 2, "invalid duration"),
