@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 from typing import Annotated
@@ -75,10 +76,11 @@ def compact(
         _print_report(_run(False, table, grace_s))
         return
     interval = LakeSettings().interval_s
-    log.info("compacting every %.0f s (Ctrl-C stops)", interval)
+    log.info("compacting every %g s (Ctrl-C stops)", interval)
     while True:
         started = time.monotonic()
         _print_report(_run(False, table, grace_s))
+        sys.stdout.flush()  # one line per step in `docker compose logs`, not a block at exit
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
@@ -113,10 +115,14 @@ def status(
         print(json.dumps({"generation": manifest.generation, "committed_at": manifest.committed_at,
                           "retention_days": lake.retention_days, "tables": [asdict(t) for t in tables]}, indent=2))
         return
-    grid = Table("table", "days", "compacted", "MB", "hot", "hot MB", "awaiting deletion", "max files/day",
-                 "kept from", title=f"lake {data.lake_root} at generation {manifest.generation}")
+    grid = Table(title=f"lake {data.lake_root} at generation {manifest.generation}")
+    grid.add_column("table", no_wrap=True)
+    for header in ("days", "MB", "hot", "hot MB", "to delete", "files/day"):
+        grid.add_column(header, justify="right")
+    grid.add_column("kept from", no_wrap=True)
     for t in tables:
-        grid.add_row(t.table, str(t.compacted_dates), str(t.compacted_files), f"{t.compacted_bytes / 1e6:.1f}",
-                     str(t.hot_files), f"{t.hot_bytes / 1e6:.1f}", str(t.covered_files), str(t.files_per_date_max),
-                     t.cutoff or "all")
+        grid.add_row(t.table, str(t.compacted_dates), f"{t.compacted_bytes / 1e6:.1f}", str(t.hot_files),
+                     f"{t.hot_bytes / 1e6:.1f}", str(t.covered_files), str(t.files_per_date_max), t.cutoff or "all")
     out.print(grid)
+    out.print("days/MB: compacted; hot: stream files read beside them; to delete: merged files kept "
+              f"{lake.grace_s:.0f} s for running queries; files/day: most files a query of one day opens")
