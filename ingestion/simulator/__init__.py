@@ -41,17 +41,21 @@ the per-unit measure event), ``cell_model`` (overrides of :class:`CellModel`), `
 ``drift_scale``, ``fault_rate_scale``, and the legacy traits ``polling_gaps``, ``stuck``,
 ``clock_skew``, ``late``, ``manual_quality`` and ``quality_flags``.
 
+Unit ids are serials that carry the run's start and seed, so no two runs share one; the format is
+in ``serials``.
+
 The package follows those parts: ``config`` (the typed plant ``sim`` settings), ``output`` (frames,
 ticks, summary), ``signals`` (sensor dynamics and sampling), ``edge`` (legacy edge effects),
-``units`` (unit flow, genealogy, scrap and grading) and ``tick`` (:class:`PlantSimulator`, the loop
-that drives them). Import from the package, not from its modules.
+``units`` (unit flow, genealogy, scrap and grading), ``serials`` (unit ids) and ``tick``
+(:class:`PlantSimulator`, the loop that drives them). Import from the package, not from its modules.
 """
 
 from ingestion.simulator.config import DEFAULT_START, CellModel, SimulatorConfigError
 from ingestion.simulator.output import FrameBatch, SimSummary, SimTick
+from ingestion.simulator.serials import UnitSerial, run_code
 from ingestion.simulator.tick import PlantSimulator
 
 __all__ = [
     "DEFAULT_START", "CellModel", "FrameBatch", "PlantSimulator", "SimSummary", "SimTick",
-    "SimulatorConfigError",
+    "SimulatorConfigError", "UnitSerial", "run_code",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 from ingestion.simulator.config import DEFAULT_START, _Settings
 from ingestion.simulator.edge import _EdgeEffects
 from ingestion.simulator.output import SimSummary, SimTick
+from ingestion.simulator.serials import run_code
 from ingestion.simulator.signals import _Signals
 from ingestion.simulator.units import _UnitFlow
 from schemas.asset_model import Plant
@@ -28,6 +29,10 @@ class PlantSimulator(_Signals, _EdgeEffects, _UnitFlow):
     ``run`` can be called repeatedly: each call continues where the last one stopped, so two runs
     of 60 s yield exactly what one run of 120 s yields. ``summary`` is kept up to date while the
     iterator is consumed.
+
+    Unit ids (and so event ids and ``parent_ids``) are serials carrying :attr:`run_code`, the start
+    and the seed: runs with another start or seed, restarts included, never reuse an id
+    (:mod:`ingestion.simulator.serials`).
     """
 
     def __init__(self, plant: Plant, seed: int, start: datetime = DEFAULT_START, tick_s: float = 1.0):
@@ -39,6 +44,8 @@ class PlantSimulator(_Signals, _EdgeEffects, _UnitFlow):
         self.plant = plant
         self.seed = seed
         self.start = start.astimezone(UTC)
+        #: In every unit id: ids of runs with another start or seed cannot collide (see ``serials``).
+        self.run_code = run_code(self.start, seed)
         self.tick_s = tick_ms / 1000.0
         self.summary = SimSummary()
         self._tick_ms = tick_ms

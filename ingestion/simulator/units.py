@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ingestion.simulator.config import _CELL_UNITS, _STAGE_RANK, SimulatorConfigError
+from ingestion.simulator.serials import check_part, unit_serial
 from schemas.contracts import EventKind, ProductionEvent, Stage, UnitType
 
 
@@ -67,6 +68,7 @@ class _Visit:
 @dataclass
 class _ElectrodeRoute:
     name: str
+    prefix: str  # site-line-route: where its units' serials start
     steps: list[_Step]
     next_batch: int = 0
     next_roll: int = 0
@@ -78,7 +80,7 @@ class _ElectrodeRoute:
 @dataclass
 class _LineFlow:
     line: str
-    prefix: str
+    prefix: str  # site-line: where its cells' serials start
     routes: list[_ElectrodeRoute]
     cell_steps: list[_Step]
     next_cell: int = 0
@@ -119,6 +121,11 @@ class _UnitFlow:
         self._flows: list[_LineFlow] = []
         for line in t.lines:
             prefix = f"{t.site}-{line}"
+            for what, part in (("site", t.site), ("line", line)):
+                try:
+                    check_part(what, part)
+                except ValueError as exc:
+                    raise SimulatorConfigError(f"{self.plant.source}: {exc}") from None
             routes = []
             for rname, stations in cfg.routes.items():
                 if rname == "cell":
@@ -126,7 +133,11 @@ class _UnitFlow:
                 steps = [step(line, s) for s in stations]
                 if steps[0].stage is not Stage.MIXING or len(steps) < 2 or steps[1].stage is not Stage.COATING:
                     raise SimulatorConfigError(f"{self.plant.source}: route {rname} must start with mixing, coating")
-                routes.append(_ElectrodeRoute(rname, steps))
+                try:
+                    check_part("route", rname)
+                except ValueError as exc:
+                    raise SimulatorConfigError(f"{self.plant.source}: sim.routes: {exc}") from None
+                routes.append(_ElectrodeRoute(rname, f"{prefix}-{rname}", steps))
             cell_steps = [step(line, s) for s in cfg.routes["cell"]]
             cell_stages = [s.stage for s in cell_steps]
             if Stage.FORMATION not in cell_stages or cell_stages[-1] is not Stage.AGING_EOL:
@@ -143,7 +154,7 @@ class _UnitFlow:
         zero = np.zeros(self._n_reasons)
         for f in self._flows:
             for r in f.routes:
-                r.stock = [_Unit(f"{f.prefix}-{r.name}-STOCK{i:02d}", UnitType.ELECTRODE_ROLL, f.line, [],
+                r.stock = [_Unit(unit_serial(r.prefix, self.run_code, "STOCK", i), UnitType.ELECTRODE_ROLL, f.line, [],
                                  zero.copy(), -1) for i in range(self._n_stock)]
         self._reason_at: dict[Stage, list[int]] = {}
         for i, st in enumerate(cfg.reason_stage):
@@ -215,7 +226,7 @@ class _UnitFlow:
         while route.next_batch * B < t1:
             k = route.next_batch
             route.next_batch += 1
-            u = _Unit(f"{flow.prefix}-{route.name}-SB{k:05d}", UnitType.SLURRY_BATCH, flow.line, [],
+            u = _Unit(unit_serial(route.prefix, self.run_code, "SB", k), UnitType.SLURRY_BATCH, flow.line, [],
                       np.zeros(self._n_reasons), k)
             s.units_started += 1
             self._enter(mix, u, k * B, out)
@@ -231,7 +242,7 @@ class _UnitFlow:
             batch = route.ready_batches[k]
             for old in [i for i in route.ready_batches if i < k]:
                 del route.ready_batches[old]
-            u = _Unit(f"{flow.prefix}-{route.name}-R{j:05d}", UnitType.ELECTRODE_ROLL, flow.line, [batch.uid],
+            u = _Unit(unit_serial(route.prefix, self.run_code, "R", j), UnitType.ELECTRODE_ROLL, flow.line, [batch.uid],
                       batch.risk.copy(), j)
             s.units_started += 1
             self._enter(coat, u, B + j * R, out)
@@ -265,7 +276,7 @@ class _UnitFlow:
                     if (n + 1) % cpr == 0:
                         del route.ready_rolls[j - self._n_stock]
             e_risk = sum(r.risk for r in rolls)
-            u = _Unit(f"{flow.prefix}-C{n:08d}", UnitType.CELL, flow.line, [r.uid for r in rolls],
+            u = _Unit(unit_serial(flow.prefix, self.run_code, "C", n), UnitType.CELL, flow.line, [r.uid for r in rolls],
                       e_risk.copy(), n)
             u.data["electrode_risk"] = float(e_risk.sum())
             self.summary.units_started += 1

@@ -8,8 +8,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from ingestion.simulator import PlantSimulator
-from schemas.asset_model import load_plant
+from ingestion.simulator import DEFAULT_START, PlantSimulator, SimulatorConfigError, UnitSerial
+from schemas.asset_model import Plant, load_plant
 from schemas.contracts import EventKind, ProductionEvent, Stage, UnitType
 from tests.ingestion.simulator.support import SEED, WARMUP_S
 
@@ -88,3 +88,63 @@ def test_out_of_spec_coating_raises_scrap_of_its_cells():
     others = [s for u, s in outcome.items() if not set(parents[u]) & hit]
     assert len(affected) >= 150 and len(others) >= 500
     assert np.mean(affected) > 2 * np.mean(others)
+
+
+# --------------------------------------------------------------------------- unit ids across runs
+
+RUN_S = 150  # long enough for slurry batches, the first rolls and cells
+
+
+def _ids(start, seed: int = 7, plant: str = "legacy") -> tuple[list[str], list[str], list[list[str]], str]:
+    """(event ids, unit ids, parent ids) of one run, in order, and the run's run code."""
+    sim = PlantSimulator(load_plant(plant), seed=seed, start=start)
+    events = [e for t in sim.run(RUN_S) for e in t.events]
+    return ([e.event_id for e in events], [e.unit_id for e in events], [e.parent_ids for e in events],
+            sim.run_code)
+
+
+def test_five_runs_with_other_starts_or_seeds_share_no_id():
+    """Five `simulate` runs into one lake (same seed, another start each) plus one with another seed."""
+    runs = [_ids(DEFAULT_START + timedelta(minutes=7 * k)) for k in range(5)] + [_ids(DEFAULT_START, seed=8)]
+    all_events = [i for r in runs for i in r[0]]
+    assert len(all_events) == len(set(all_events)) > 5 * 500
+    units_per_run = [set(r[1]) for r in runs]
+    assert sum(len(u) for u in units_per_run) == len(set().union(*units_per_run))
+    for event_ids, unit_ids, parents, code in runs:
+        assert len(event_ids) == len(set(event_ids))
+        types = Counter(UnitSerial.parse(u).unit_type for u in set(unit_ids))
+        assert set(types) == set(UnitType)
+        # genealogy stays inside the run: every unit and every parent carries the run's code
+        for uid, ps in zip(unit_ids, parents, strict=True):
+            assert UnitSerial.parse(uid).run == code
+            assert all(UnitSerial.parse(p).run == code for p in ps)
+
+
+def test_same_seed_and_start_give_the_same_ids_byte_for_byte():
+    start = DEFAULT_START + timedelta(days=3, milliseconds=250)
+    assert _ids(start) == _ids(start)
+    assert _ids(start, plant="reference") == _ids(start, plant="reference")
+
+
+def test_a_restart_with_a_later_start_reuses_no_id():
+    """A run, then a restart from `now` while the first run's simulated time is still going on."""
+    first = _ids(DEFAULT_START)
+    restart = _ids(DEFAULT_START + timedelta(seconds=RUN_S // 2))
+    assert first[3] != restart[3]
+    assert not set(first[0]) & set(restart[0])
+    assert not set(first[1]) & set(restart[1])
+    assert not {p for ps in first[2] for p in ps} & {p for ps in restart[2] for p in ps}
+
+
+@pytest.mark.parametrize("where,value", [("route", "cath:ode"), ("line", "L 1")])
+def test_a_plant_whose_names_cannot_be_in_a_serial_is_refused(where, value):
+    plant = load_plant("legacy")
+    t = plant.template
+    if where == "route":
+        routes = dict(t.sim["routes"])
+        routes[value] = routes.pop("cathode")
+        t = t.model_copy(update={"sim": {**t.sim, "routes": routes}})
+    else:
+        t = t.model_copy(update={"lines": [value, *t.lines[1:]]})
+    with pytest.raises(SimulatorConfigError, match="cannot be part of a unit id"):
+        PlantSimulator(Plant(t, plant.source), seed=1)
