@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.contracts import AssetEntry
+from schemas.contracts import AssetEntry, ProductionEvent
 from schemas.tables import SENSORS, TABLES, TableSpec
 from transforms.lake import fsync_dir, tmp_name, write_parquet_atomic
 from transforms.warehouse.docs import TABLE_DOCS
@@ -172,7 +172,27 @@ SELECT q.window_start, q.window_end, q.site, q.line, q.stage,
 FROM quality_features q CROSS JOIN unnest(map_entries(q.scrap_by_reason)) AS u(entry)
 """
 
-_CONVENIENCE_VIEWS = {"energy_per_cell": _ENERGY_PER_CELL, "scrap_reasons": _SCRAP_REASONS}
+# An event's payload is what its producer sent: every contract field (event_id is the group itself).
+# Where it landed (src_partition, src_offset) and whether it came late say nothing about the event.
+_EVENT_PAYLOAD = ", ".join(sql_ident(f) for f in ProductionEvent.model_fields if f != "event_id")
+# Copies of one event id share a partition (events are keyed by site/line), so the lowest position is
+# the copy that reached plant.events.v1 first: the one the dedup rule keeps.
+_DUPLICATE_EVENTS = f"""
+SELECT event_id,
+       arg_min(unit_id, (src_partition, src_offset)) AS unit_id,
+       count(*) AS copies,
+       count(DISTINCT ({_EVENT_PAYLOAD})) AS payloads,
+       min(ts) AS first_ts,
+       max(ts) AS last_ts,
+       arg_min(src_partition, (src_partition, src_offset)) AS kept_partition,
+       arg_min(src_offset, (src_partition, src_offset)) AS kept_offset
+FROM production_events
+GROUP BY event_id
+HAVING count(*) > 1
+"""
+
+_CONVENIENCE_VIEWS = {"energy_per_cell": _ENERGY_PER_CELL, "scrap_reasons": _SCRAP_REASONS,
+                      "duplicate_events": _DUPLICATE_EVENTS}
 
 
 def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, manifest: Manifest | None = None,
