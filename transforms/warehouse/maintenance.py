@@ -31,7 +31,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -140,11 +140,15 @@ def compacted_dir(lake_root: Path, table: str, day: str) -> Path:
     return Path(lake_root) / table / COMPACTED_DIR / f"date={day}"
 
 
-def retention_cutoff(retention_days: int | None, now: datetime) -> str | None:
-    """First UTC date kept under a retention of ``retention_days`` (None: kept for ever)."""
-    if retention_days is None:
+def retention_cutoff(retention_days: int | None, newest: str | None) -> str | None:
+    """First date kept under a retention of ``retention_days`` (None: kept for ever).
+
+    Counted back from the newest day the table holds, not from today: a backfill or a replay of
+    last year's data is kept until newer days push it out, instead of being deleted on arrival.
+    """
+    if retention_days is None or newest is None:
         return None
-    return (now.astimezone(UTC).date() - timedelta(days=retention_days - 1)).isoformat()
+    return (date.fromisoformat(newest) - timedelta(days=retention_days - 1)).isoformat()
 
 
 # --------------------------------------------------------------------------- writing one compacted file
@@ -244,7 +248,9 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
         for table in names:
             spec = TABLES[table]
             rep = report.tables.setdefault(table, TableReport(table))
-            cutoff = retention_cutoff(retention.get(table), at)
+            listed = hot_files(lake_root, table)
+            days = {h.date for h in listed} | set(files.get(table, {}))
+            cutoff = retention_cutoff(retention.get(table), max(days, default=None))
             if cutoff is not None and cutoffs.get(table) != cutoff:
                 cutoffs[table] = cutoff
                 changed = True
@@ -260,7 +266,7 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
                 continue
             table_marks = watermarks.setdefault(table, {})
             pending: dict[str, list[HotFile]] = defaultdict(list)
-            for hot in hot_files(lake_root, table):
+            for hot in listed:
                 limit = committed.get(hot.source, 0)
                 if hot.range.first_offset > table_marks.get(hot.source, -1) and hot.range.last_offset < limit:
                     pending[hot.date].append(hot)
