@@ -24,6 +24,7 @@ from schemas.contracts import AssetEntry
 from schemas.tables import SENSORS, TABLES, TableSpec
 from transforms.lake import write_parquet_atomic
 from transforms.warehouse.docs import TABLE_DOCS
+from transforms.warehouse.macros import create_macros
 from transforms.warehouse.sqltext import lake_glob, sql_ident, sql_string
 
 DB_FILE = "gigapulse.duckdb"
@@ -111,6 +112,7 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path) -> dict[str, s
         for col, text in doc["columns"].items():
             if col in present:
                 con.execute(f"COMMENT ON COLUMN {sql_ident(name)}.{sql_ident(col)} IS {sql_string(text)}")
+    create_macros(con)
     return kinds
 
 
