@@ -119,16 +119,14 @@ WITH RECURSIVE roots AS (
 ), tree(root_id, unit_id, depth, consumed_by) AS (
     SELECT root_id, root_id, 0, CAST(NULL AS VARCHAR) FROM roots WHERE root_id IS NOT NULL
     UNION
-    SELECT t.root_id, p.parent_id, t.depth + 1, t.unit_id
+    -- Events of the frontier first, then their parents: each step probes the events with a few
+    -- ids instead of unnesting the parents of every event in the date range.
+    SELECT DISTINCT t.root_id, unnest(e.parent_ids), t.depth + 1, t.unit_id
     FROM tree AS t
-    JOIN (
-        SELECT DISTINCT unit_id, unnest(parent_ids) AS parent_id
-        FROM production_events
-        WHERE date BETWEEN coalesce(CAST(since AS DATE), DATE '-infinity')
-                       AND coalesce(CAST(until AS DATE), DATE 'infinity')
-          AND len(parent_ids) > 0
-    ) AS p ON p.unit_id = t.unit_id
-    WHERE t.depth < {MAX_DEPTH}
+    JOIN production_events AS e ON e.unit_id = t.unit_id
+    WHERE e.date BETWEEN coalesce(CAST(since AS DATE), DATE '-infinity')
+                     AND coalesce(CAST(until AS DATE), DATE 'infinity')
+      AND t.depth < {MAX_DEPTH}
 ), closure AS (
     -- A unit reached along two paths keeps its shortest one.
     SELECT root_id, unit_id, depth, consumed_by FROM tree
