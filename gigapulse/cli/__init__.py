@@ -37,6 +37,7 @@ from gigapulse.cli.broker import broker_app
 from gigapulse.cli.topics import schemas_app, topics_app
 from gigapulse.cli.ingest import replay, run_simulation, simulate
 from gigapulse.cli.stream import health, sql, stream, warehouse
+from gigapulse.cli.lake import lake_app
 from gigapulse.cli.demo import DEMO_QUERIES, demo
 from gigapulse.cli.benchmarks import bench_app
 # isort: on
@@ -45,12 +46,13 @@ from orchestration.cli import jobs_app
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(lake_app, name="lake")
 app.add_typer(bench_app, name="bench")
 app.add_typer(jobs_app, name="jobs")
 
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
            "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
-           "jobs_app", "log", "main", "out", "replay", "run_simulation", "schemas_app", "simulate", "sql", "stream",
+           "jobs_app", "lake_app", "log", "main", "out", "replay", "run_simulation", "schemas_app", "simulate", "sql", "stream",
            "topics_app", "warehouse"]
 
 

@@ -47,14 +47,47 @@ _VIEW_DOCS: dict[str, dict[str, Any]] = {
         "example": "SELECT stage, reason, sum(scrapped) AS units\nFROM scrap_reasons\n"
                    "WHERE date = current_date\nGROUP BY ALL ORDER BY units DESC;",
     },
+    "duplicate_events": {
+        "grain": "one event_id that production_events holds more than once",
+        "doc": "Event ids are unique by contract, so every row here is a repeat, and the dedup rule says what "
+               "to do with it. Per event_id the copy that reached plant.events.v1 first, the lowest "
+               "(src_partition, src_offset), is the event; later copies are dropped. Copies with one payload "
+               "(payloads = 1) are harmless repeats: a file replayed twice, a simulation re-run with the same "
+               "seed and start, a producer that re-sent. More than one payload (payloads > 1) under one id is "
+               "a data-quality failure at the source: two different events claim the id, no copy can be "
+               "trusted, and the source must be fixed. The simulator's unit ids carry the run's start and seed "
+               "(docs/ingestion.md): runs with another start or seed never share an id. To read events "
+               "deduplicated: SELECT * "
+               "FROM production_events QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY "
+               "src_partition, src_offset) = 1.",
+        "columns": {
+            "event_id": "The repeated event id.",
+            "unit_id": "Unit of the kept copy.",
+            "copies": "Rows with this event_id (2 or more).",
+            "payloads": "Distinct payloads among the copies (every contract field but event_id); 1 = identical "
+                        "repeats, more = conflicting events under one id.",
+            "first_ts": "Earliest event time among the copies, UTC.",
+            "last_ts": "Latest event time among the copies, UTC; differs from first_ts only when payloads differ.",
+            "kept_partition": "Partition of plant.events.v1 of the kept copy (the first to arrive).",
+            "kept_offset": "Offset of the kept copy in that partition.",
+        },
+        "example": "SELECT payloads > 1 AS conflicting, count(*) AS event_ids, sum(copies - 1) AS extra_rows\n"
+                   "FROM duplicate_events\nGROUP BY ALL;",
+    },
 }
 
 _EXAMPLES = {
     "readings": "SELECT sensor_id, count(*) AS samples, avg(value) AS mean\nFROM readings\n"
                 "WHERE date = DATE '2024-05-01' AND stage = 'coating'\nGROUP BY sensor_id;",
-    "production_events": "SELECT kind, count(*)\nFROM production_events\n"
-                         "WHERE unit_id = 'cell-000123' OR list_contains(parent_ids, 'roll-000042')\n"
-                         "GROUP BY kind;",
+    "production_events": "-- The last graded cell and the electrode rolls it was stacked from, event by event.\n"
+                         "WITH cell AS (\n"
+                         "    SELECT unit_id, parent_ids FROM production_events\n"
+                         "    WHERE kind = 'grade' ORDER BY ts DESC LIMIT 1\n"
+                         ")\n"
+                         "SELECT e.ts, e.unit_id, e.stage, e.kind, e.attribute, e.value, e.grade\n"
+                         "FROM production_events e, cell\n"
+                         "WHERE e.unit_id = cell.unit_id OR list_contains(cell.parent_ids, e.unit_id)\n"
+                         "ORDER BY e.ts;",
     "sensors": "SELECT stage, count(*) AS sensors, count(*) FILTER (WHERE ctq) AS ctq_sensors\n"
                "FROM sensors\nGROUP BY stage ORDER BY stage;",
     "sensor_features_1m": "SELECT sensor_id, window_start, mean, ewma, ewma_ucl, ewma_lcl, cpk\nFROM sensor_features_1m\n"
