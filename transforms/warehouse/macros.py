@@ -71,7 +71,9 @@ WITH bounds AS (
                      AND CAST(timezone('UTC', CAST(stop_ts AS TIMESTAMPTZ)) AS DATE)
       AND r.ts >= CAST(start_ts AS TIMESTAMPTZ) AND r.ts < CAST(stop_ts AS TIMESTAMPTZ)
 ), stats AS (
-    SELECT time_bucket(CAST(width AS INTERVAL), ts, CAST(start_ts AS TIMESTAMPTZ)) AS bucket_start,
+    -- Guarded as well: the planner may run this before `checked`, and time_bucket has errors of its own.
+    SELECT time_bucket(CASE WHEN CAST(width AS INTERVAL) > INTERVAL 0 SECOND THEN CAST(width AS INTERVAL) END,
+                       ts, CAST(start_ts AS TIMESTAMPTZ)) AS bucket_start,
            count(*) AS n, avg(value) AS mean, min(value) AS min, max(value) AS max,
            -- Ties in time go to the sample that arrived last (its position in the topic).
            arg_max(value, (ts, src_partition, src_offset, src_index)) AS last
