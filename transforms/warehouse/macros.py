@@ -139,6 +139,8 @@ WITH RECURSIVE roots AS (
     WHERE date BETWEEN coalesce(CAST(since AS DATE), DATE '-infinity')
                    AND coalesce(CAST(until AS DATE), DATE 'infinity')
       AND unit_id IN (SELECT unit_id FROM closure)
+    -- The dedup rule of duplicate_events: of repeated event ids, the copy that arrived first.
+    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY src_partition, src_offset) = 1
 ), visits AS (
     -- A visit runs from an enter to the unit's first leave or scrap at that station at or after it.
     SELECT n.unit_id, n.unit_type, n.line, n.stage, n.station, n.ts AS entered_at,

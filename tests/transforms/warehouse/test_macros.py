@@ -7,6 +7,7 @@ answer is recomputed from the Parquet files with pyarrow and Python loops, never
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -25,6 +26,8 @@ from transforms.lake import LakeWriter
 from transforms.warehouse import build_catalog, query
 from transforms.warehouse.catalog import _connect
 from transforms.warehouse.macros import MACROS, MAX_BUCKETS
+from transforms.warehouse.maintenance import compact
+from transforms.warehouse.manifest import COMPACTED_DIR
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "warehouse-helpers.md"
 DAY1, DAY2 = START.date(), OUTAGE_FROM.date()
@@ -69,6 +72,12 @@ def files_read(db: Path, sql: str, params: list) -> set[str]:
     return found
 
 
+def only(files: set[str], tables: tuple[str, ...], day: date | None = None) -> bool:
+    """Every file is of one of ``tables`` and, if given, of the date partition ``day`` (hot or compacted)."""
+    return bool(files) and all(f.split("/", 1)[0] in tables and (day is None or f"/date={day}/" in f)
+                               for f in files)
+
+
 # --------------------------------------------------------------------------- brute force
 
 def brute_buckets(readings: list[dict], t0: datetime, t1: datetime, width: timedelta) -> list[dict]:
@@ -97,9 +106,12 @@ def brute_history(events: list[dict], roots: list[str], since=None, until=None) 
     """Breadth-first over parent_ids, then enter paired with the first leave/scrap at the station."""
     events = [e for e in events if in_dates(e, since, until)]
     parents: dict[str, set[str]] = defaultdict(set)
-    by_unit: dict[str, list[dict]] = defaultdict(list)
-    for e in events:
+    first_copy: dict[str, dict] = {}
+    for e in sorted(events, key=lambda e: (e["src_partition"], e["src_offset"])):
         parents[e["unit_id"]].update(e["parent_ids"] or [])
+        first_copy.setdefault(e["event_id"], e)  # the dedup rule of duplicate_events
+    by_unit: dict[str, list[dict]] = defaultdict(list)
+    for e in first_copy.values():
         by_unit[e["unit_id"]].append(e)
     out = []
     for root in dict.fromkeys(roots):
@@ -231,7 +243,7 @@ def test_time_buckets_read_only_the_dates_asked(sim_warehouse):
     sql = "SELECT * FROM time_buckets(?, ?, ?, ?)"
     day1 = files_read(sim_warehouse.db, sql, ["ref.L1-mix-c.viscosity", START, START + timedelta(seconds=30),
                                               timedelta(seconds=10)])
-    assert day1 and all(f.startswith(f"readings/date={DAY1}/") for f in day1)
+    assert only(day1, ("readings",), DAY1)
 
 
 @pytest.mark.parametrize("width, message", [
@@ -336,7 +348,7 @@ def test_unit_history_reads_only_events_of_the_dates_asked(sim_warehouse, events
     assert got == brute_history(events, [cell], since=DAY2, until=DAY2)
     assert got != history(sim_warehouse.db, cell)  # its slurry batches were mixed on DAY1
     read = files_read(sim_warehouse.db, "SELECT * FROM unit_history(?, since := ?)", [cell, DAY2])
-    assert read and all(f.startswith(f"production_events/date={DAY2}/") for f in read)
+    assert only(read, ("production_events",), DAY2)
 
 
 # --------------------------------------------------------------------------- unit_features
@@ -372,9 +384,7 @@ def test_the_as_of_value_covers_a_visit_with_no_window(sim_warehouse, events, ce
 def test_unit_features_never_touch_raw_readings(sim_warehouse, cells):
     read = files_read(sim_warehouse.db, "SELECT * FROM unit_features(?, ?, since := ?)",
                       [cells["graded_from_own_rolls"][-1], "areal_loading", DAY2])
-    assert read and not any(f.startswith("readings/") for f in read)
-    assert all(f.startswith(f"sensor_features_1m/date={DAY2}/") or f.startswith(f"production_events/date={DAY2}/")
-               or f.startswith("sensors/") for f in read)
+    assert only({f for f in read if not f.startswith("sensors/")}, ("sensor_features_1m", "production_events"), DAY2)
 
 
 # --------------------------------------------------------------------------- the catalog file
@@ -398,6 +408,32 @@ def test_macros_work_in_a_plain_duckdb_process(sim_warehouse, cells):
     assert names == sorted(MACROS)
 
 
+def test_macros_answer_the_same_after_compaction(sim_warehouse, cells, tmp_path):
+    """Merged and re-sorted files hold the same rows, and their date partitions are still pruned."""
+    lake, db = tmp_path / "lake", tmp_path / "gigapulse.duckdb"
+    shutil.copytree(sim_warehouse.lake, lake)
+    build_catalog(lake, db)
+    compact(lake, db, grace_s=0)
+    assert list((lake / "readings" / COMPACTED_DIR).rglob("*.parquet"))
+    roots = cells["graded_from_own_rolls"]
+    questions = [
+        ("SELECT * FROM time_buckets(?, ?, ?, ?)", ["ref.L1-mix-c.viscosity", START, OUTAGE_FROM + timedelta(seconds=30),
+                                                    timedelta(seconds=3)], ("bucket_start",)),
+        ("SELECT * FROM sensor_last(NULL, since := ?)", [OUTAGE_FROM], ("sensor_id",)),
+        ("SELECT * FROM unit_history(?)", [roots], ("root_id", "unit_id", "entered_at")),
+        ("SELECT * FROM unit_features(?, ?, since := ?)", [roots, "areal_loading", DAY1],
+         ("root_id", "unit_id", "entered_at", "sensor_id")),
+    ]
+    for sql, params, key in questions:
+        before = ask(sim_warehouse.db, sql, params)
+        after = ask(db, sql, params)
+        same_rows(after, [{k: v for k, v in b.items() if k != "age"} for b in before],
+                  key=lambda r, key=key: tuple(str(r[k]) for k in key))
+    read = files_read(db, "SELECT * FROM unit_features(?, ?, since := ?)", [roots, "areal_loading", DAY2])
+    assert only({f for f in read if not f.startswith("sensors/")}, ("sensor_features_1m", "production_events"), DAY2)
+    assert any(f"/{COMPACTED_DIR}/" in f for f in read)
+
+
 def test_macros_answer_on_an_empty_lake(tmp_path):
     lake = tmp_path / "lake"
     lake.mkdir()
@@ -412,17 +448,20 @@ def test_macros_answer_on_an_empty_lake(tmp_path):
 
 
 def hand_made_events(rows: list[tuple]) -> pa.Table:
-    """(unit_id, unit_type, kind, station, seconds after START, parent_ids) as production_events rows."""
+    """(unit_id, unit_type, kind, station, seconds after START, parent_ids) as production_events rows.
+
+    The event id is made of the unit, kind and station, so a repeated row is a replayed event.
+    """
     return pa.Table.from_pylist([
-        {"v": 1, "event_id": f"e{i}", "ts": START + timedelta(seconds=t), "site": "ref", "line": "L1",
-         "stage": "coating", "station": station, "unit_id": unit, "unit_type": unit_type, "kind": kind,
-         "parent_ids": parents, "source": "auto", "src_partition": 0, "src_offset": i, "late": False}
+        {"v": 1, "event_id": f"{unit}:{kind}:{station}", "ts": START + timedelta(seconds=t), "site": "ref",
+         "line": "L1", "stage": "coating", "station": station, "unit_id": unit, "unit_type": unit_type,
+         "kind": kind, "parent_ids": parents, "source": "auto", "src_partition": 0, "src_offset": i, "late": False}
         for i, (unit, unit_type, kind, station, t, parents) in enumerate(rows)
     ], schema=PRODUCTION_EVENTS.file_schema)
 
 
 def test_edge_cases_the_simulator_does_not_make(tmp_path):
-    """Shared ancestors, a cycle in parent_ids, a visit that takes no time, two samples at one instant."""
+    """Shared ancestors, a cycle, a visit that takes no time, a replayed event, two samples at one instant."""
     lake, db = tmp_path / "lake", tmp_path / "gigapulse.duckdb"
     events = hand_made_events([
         ("B", "slurry_batch", "enter", "mix", 0, []), ("B", "slurry_batch", "leave", "mix", 5, []),
@@ -430,6 +469,7 @@ def test_edge_cases_the_simulator_does_not_make(tmp_path):
         ("R1", "electrode_roll", "enter", "coat", 7, ["B"]), ("R1", "electrode_roll", "leave", "coat", 9, ["B"]),
         ("C", "cell", "enter", "stack", 10, ["R2", "R1"]),
         ("X", "cell", "enter", "stack", 11, ["Y"]), ("Y", "cell", "enter", "stack", 12, ["X"]),
+        ("R1", "electrode_roll", "enter", "coat", 7, ["B"]),  # replayed: the same event again
     ])
     LakeWriter.for_table(lake, PRODUCTION_EVENTS).write("plant.events.v1", 0, 0, events.num_rows - 1, events)
     readings = pa.Table.from_pylist([
@@ -446,6 +486,7 @@ def test_edge_cases_the_simulator_does_not_make(tmp_path):
     assert by_unit["B"][1:5] == (2, "B", "slurry_batch", "R1")  # reached through R1 and R2: the smaller id
     assert by_unit["R2"][8] == by_unit["R2"][9]  # entered and left in the same instant
     assert [r[1:3] for r in history(db, "X")] == [(0, "X"), (1, "Y")]
+    assert [r[2] for r in history(db, "C")].count("R1") == 1
     buckets = ask(db, "SELECT * FROM time_buckets('s', ?, ?, INTERVAL 1 SECOND)", [START, START + timedelta(seconds=4)])
     assert [(b["n"], b["last"], b["value"], b["filled"]) for b in buckets] == [
         (0, None, None, False), (1, 1.0, 1.0, False), (2, 3.0, 3.0, False), (0, None, 3.0, True)]
