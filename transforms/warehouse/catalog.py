@@ -30,6 +30,7 @@ from schemas.contracts import AssetEntry, ProductionEvent
 from schemas.tables import SENSORS, TABLES, TableSpec
 from transforms.lake import fsync_dir, tmp_name, write_parquet_atomic
 from transforms.warehouse.docs import TABLE_DOCS
+from transforms.warehouse.macros import create_macros
 from transforms.warehouse.manifest import MANIFEST_DIR, Manifest, load_manifest, maintenance_lock
 from transforms.warehouse.sqltext import lake_glob, sql_ident, sql_string
 
@@ -222,6 +223,7 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, manifest: Mani
         for col, text in doc["columns"].items():
             if col in present:
                 con.execute(f"COMMENT ON COLUMN {sql_ident(name)}.{sql_ident(col)} IS {sql_string(text)}")
+    create_macros(con)
     return kinds
 
 
