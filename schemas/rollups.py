@@ -146,7 +146,8 @@ SENSOR_DAILY = TableSpec(
              nullable=False),
         _col("sigma_within", pa.float64(), "Within-window (short-term) sigma sqrt(m2_within / dof_within), in "
              "unit; null without a window of 2 samples."),
-        _col("sigma_overall", pa.float64(), "Overall (long-term) sigma of the day sqrt(m2 / (n - 1)), in unit."),
+        _col("sigma_overall", pa.float64(), "Overall (long-term) sigma of the day sqrt(m2 / (n - 1)), in unit "
+             "(the same number as std)."),
         _col("cp", pa.float64(), "CTQ only: (usl - lsl) / (6 sigma_within); null with a one-sided spec."),
         _col("cpk", pa.float64(), "CTQ only: min(usl - mean, mean - lsl) / (3 sigma_within); a one-sided spec "
              "uses its side."),

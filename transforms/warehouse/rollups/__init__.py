@@ -2,7 +2,8 @@
 capability per sensor, sensor health, kept in ``<lake>/rollups/<name>/date=YYYY-MM-DD/<name>.parquet``.
 
 * :mod:`.specs`: what each rollup is (contract in ``schemas/rollups.py``, sources, the SQL of a day);
-* :mod:`.build`: building a day, source fingerprints, the incremental plan and refresh.
+* :mod:`.build`: building a day, source fingerprints, the incremental plan and refresh;
+* :mod:`.docs`: the column tables of ``docs/warehouse-rollups.md``.
 
 A scheduled step (``gigapulse rollup``, later a Dagster asset) calls :func:`refresh_rollups`, which
 rebuilds the days whose sources changed; ``docs/warehouse-rollups.md`` has the formulas.
