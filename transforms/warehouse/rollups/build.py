@@ -159,6 +159,7 @@ class HiveIndex:
         self.lake_root = Path(lake_root)
         self._days: dict[str, dict[date, str]] = {}
         self._one: dict[tuple[str, date], str | None] = {}
+        self._snapshots: dict[str, str | None] = {}
 
     def _dir_fingerprint(self, path: Path) -> str | None:
         try:
@@ -197,7 +198,12 @@ class HiveIndex:
         return self._one[key]
 
     def snapshot(self, table: str) -> str | None:
-        root = self.lake_root / table
+        if table not in self._snapshots:
+            self._snapshots[table] = self._hash_files(self.lake_root / table)
+        return self._snapshots[table]
+
+    @staticmethod
+    def _hash_files(root: Path) -> str | None:
         parts = []
         for dirpath, _, files in sorted(os.walk(root)):
             for name in _visible_parquet(files):

@@ -353,3 +353,15 @@ def test_every_rollup_declares_what_its_sql_reads_and_writes():
         assert all(text for text in spec.column_docs().values()), name
         assert set(spec.sort_key) <= set(spec.file_schema.names)
         assert set(spec.bind(D1)) >= {"day"}
+
+
+@pytest.mark.parametrize(("starts", "spans"), [
+    ("06:00,14:00,22:00", [(1, "06:00", "14:00", 0), (2, "14:00", "22:00", 0), (3, "22:00", "06:00", 1)]),
+    ("00:00,12:00", [(1, "00:00", "12:00", 0), (2, "12:00", "00:00", 1)]),
+    ("07:30", [(1, "07:30", "07:30", 1)]),
+])
+def test_shifts_of_a_day_cover_24_hours_from_its_first_start(starts, spans):
+    shifts = shifts_of_day(D1, parse_shift_starts(starts))
+    assert [(s.number, s.start.strftime("%H:%M"), s.end.strftime("%H:%M"), (s.end.date() - D1).days)
+            for s in shifts] == spans
+    assert all(s.start.date() == D1 for s in shifts) and shifts[-1].end - shifts[0].start == timedelta(days=1)
