@@ -36,8 +36,8 @@ def rollup(
 ):
     """Build the daily rollups (docs/warehouse-rollups.md) into <lake>/rollups/.
 
-    By default only the days that have no rollup yet or whose source files changed since theirs was built
-    (late data included). A day whose sources have been expired keeps its rollup.
+    By default only the days that have no rollup yet or whose source files changed since theirs was
+    built (late data included). A day whose sources have been expired keeps its rollup.
     """
     from transforms.settings import DataSettings, RollupSettings
     from transforms.warehouse.rollups import lake_sources, plan_rollups, refresh_rollups, rollup_specs
