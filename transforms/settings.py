@@ -138,3 +138,42 @@ class LakeSettings(BaseSettings):
     def retention_days(self) -> dict[str, int | None]:
         """Days kept per table, defaults included."""
         return {**DEFAULT_RETENTION_DAYS, **self.retention}
+
+
+#: Shift starts of the reference plant: three 8-hour shifts, the night one running past midnight.
+DEFAULT_SHIFT_STARTS = "06:00,14:00,22:00"
+
+
+def parse_shift_starts(text: str) -> tuple[int, ...]:
+    """Minutes after 00:00 UTC at which shifts start, from ``"06:00,14:00,22:00"``; sorted, distinct.
+
+    Each shift lasts until the next start; the last one until the first start of the next day.
+    """
+    minutes = []
+    for part in text.split(","):
+        hh, sep, mm = part.strip().partition(":")
+        if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(hh) < 24 and int(mm) < 60):
+            raise ValueError(f"{part.strip()!r} is not a time HH:MM between 00:00 and 23:59")
+        minutes.append(int(hh) * 60 + int(mm))
+    if len(set(minutes)) != len(minutes):
+        raise ValueError(f"{text!r} names a shift start twice")
+    return tuple(sorted(minutes))
+
+
+class RollupSettings(BaseSettings):
+    """How the daily rollups cut a day into shifts. Environment: ``GIGAPULSE_SHIFT_STARTS``."""
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_", frozen=True)
+
+    shift_starts: str = Field(DEFAULT_SHIFT_STARTS, description="UTC times at which shifts start, comma-"
+                              "separated HH:MM; each shift runs to the next start (energy_shift rollup).")
+
+    @field_validator("shift_starts")
+    @classmethod
+    def _valid_shift_starts(cls, v: str) -> str:
+        """Refused at start-up in one line, and written back in one spelling (the rollups record it)."""
+        return ",".join(f"{m // 60:02d}:{m % 60:02d}" for m in parse_shift_starts(v))
+
+    @property
+    def shift_start_minutes(self) -> tuple[int, ...]:
+        return parse_shift_starts(self.shift_starts)

@@ -6,8 +6,8 @@ missing tool, an unknown plant) are printed as one line on stderr with exit code
 never as a traceback; ``GIGAPULSE_DEBUG=1`` shows the traceback for developers.
 
 The commands live in one module per section (``common``, ``broker``, ``topics``, ``ingest``, ``stream``,
-``demo``, ``benchmarks``); importing them here registers every command, in the order ``--help`` lists
-them. Heavy modules (Kafka clients, Faust, DuckDB, Dagster) are imported inside the commands.
+``rollup``, ``demo``, ``benchmarks``); importing them here registers every command, in the order ``--help``
+lists them (``rollup`` is registered below, by name, so it can move into a group). Heavy modules (Kafka clients, Faust, DuckDB, Dagster) are imported inside the commands.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ from gigapulse.cli.topics import schemas_app, topics_app
 from gigapulse.cli.ingest import replay, run_simulation, simulate
 from gigapulse.cli.stream import health, sql, stream, warehouse
 from gigapulse.cli.lake import lake_app
+from gigapulse.cli.rollup import rollup
 from gigapulse.cli.demo import DEMO_QUERIES, demo
 from gigapulse.cli.benchmarks import bench_app
 # isort: on
 from orchestration.cli import jobs_app
 
+lake_app.command(name="rollup")(rollup)
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
@@ -52,8 +54,8 @@ app.add_typer(jobs_app, name="jobs")
 
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
            "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
-           "jobs_app", "lake_app", "log", "main", "out", "replay", "run_simulation", "schemas_app", "simulate", "sql", "stream",
-           "topics_app", "warehouse"]
+           "jobs_app", "lake_app", "log", "main", "out", "replay", "rollup", "run_simulation", "schemas_app",
+           "simulate", "sql", "stream", "topics_app", "warehouse"]
 
 
 # --------------------------------------------------------------------------- entry point
