@@ -97,10 +97,31 @@ def lake_compaction(context: dg.AssetExecutionContext, warehouse: WarehouseResou
     )
 
 
+@dg.asset(group_name="warehouse", kinds={"duckdb", "parquet"}, deps=[lake_compaction])
+def lake_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The daily rollups (quality, energy per day and shift, sensor statistics and Cpk/Ppk, sensor health).
+
+    Incremental: only the days whose source files changed since their rollup was built (late data
+    for an old day rebuilds that day), after the compaction of the same run.
+    """
+    from transforms.warehouse.rollups import lake_sources, refresh_rollups
+
+    paths = warehouse.paths()
+    report = refresh_rollups(lake_sources(paths.lake_root), paths.lake_root,
+                             on_built=lambda r: context.log.info(f"built {r.name} {r.day}"))
+    return dg.MaterializeResult(
+        metadata={
+            "rollup_days_built": len(report.built),
+            "days": dg.MetadataValue.json(sorted({r.day.isoformat() for r in report.built})),
+            "kept_with_expired_sources": len(report.kept),
+        }
+    )
+
+
 lake_compaction_job = dg.define_asset_job(
     "lake_compaction_job",
-    selection=[lake_compaction],
-    description="Merge the stream's committed files, expire old days, publish the catalog.",
+    selection=[lake_compaction, lake_rollups],
+    description="Merge the stream's committed files, expire old days, publish the catalog, refresh the rollups.",
     tags={DUCKDB_WRITER_TAG: "true"},
 )
 
@@ -129,7 +150,7 @@ warehouse_catalog_every_15_minutes = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[warehouse_catalog, lake_compaction],
+    assets=[warehouse_catalog, lake_compaction, lake_rollups],
     jobs=[warehouse_catalog_job, lake_compaction_job],
     schedules=[warehouse_catalog_every_15_minutes, lake_compaction_every_5_minutes],
     resources={"warehouse": WarehouseResource()},

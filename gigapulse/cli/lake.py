@@ -46,6 +46,19 @@ def _run(expire_only: bool, tables: list[str] | None, grace_s: float | None):
     return report
 
 
+def _refresh_rollups() -> None:
+    """The incremental rollup refresh (``gigapulse lake rollup``), on the files just compacted."""
+    from transforms.warehouse.rollups import lake_sources, refresh_rollups
+
+    data, _ = _settings()
+    started = time.monotonic()
+    report = refresh_rollups(lake_sources(data.lake_root), data.lake_root)
+    if report.built:
+        days = sorted({r.day.isoformat() for r in report.built})
+        out.print(f"rollups: rebuilt {len(report.built)} rollup day(s) ({', '.join(days[:5])}"
+                  f"{'...' if len(days) > 5 else ''}) in {time.monotonic() - started:.1f} s")
+
+
 def _print_report(report) -> None:
     merged = report.hot_files_merged
     expired = sum(len(t.dates_expired) for t in report.tables.values())
@@ -63,6 +76,8 @@ def compact(
     loop: Annotated[bool, typer.Option("--loop", help="Run a step every GIGAPULSE_LAKE_INTERVAL_S until "
                                                       "interrupted (what the compose service runs).")] = False,
     grace_s: Annotated[float | None, typer.Option("--grace-s", min=0, help="Override GIGAPULSE_LAKE_GRACE_S.")] = None,
+    rollups: Annotated[bool, typer.Option("--rollups/--no-rollups", help="After each step, rebuild the daily "
+                                                                         "rollups whose sources changed.")] = True,
 ):
     """Merge committed stream files into one sorted file per table and day, apply retention, publish the catalog.
 
@@ -74,12 +89,16 @@ def compact(
 
     if not loop:
         _print_report(_run(False, table, grace_s))
+        if rollups:
+            _refresh_rollups()
         return
     interval = LakeSettings().interval_s
     log.info("compacting every %g s (Ctrl-C stops)", interval)
     while True:
         started = time.monotonic()
         _print_report(_run(False, table, grace_s))
+        if rollups:
+            _refresh_rollups()
         sys.stdout.flush()  # one line per step in `docker compose logs`, not a block at exit
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 

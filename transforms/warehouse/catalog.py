@@ -32,6 +32,7 @@ from transforms.lake import fsync_dir, tmp_name, write_parquet_atomic
 from transforms.warehouse.docs import TABLE_DOCS
 from transforms.warehouse.macros import create_macros
 from transforms.warehouse.manifest import MANIFEST_DIR, Manifest, load_manifest, maintenance_lock
+from transforms.warehouse.rollups.specs import ROLLUPS
 from transforms.warehouse.sqltext import lake_glob, sql_ident, sql_string
 
 DB_FILE = "gigapulse.duckdb"
@@ -130,6 +131,30 @@ def _parquet_view_sql(con: duckdb.DuckDBPyConnection, lake_root: Path, spec: Tab
     return body
 
 
+def table_relation_sql(lake_root: Path, spec: TableSpec, manifest: Manifest | None = None) -> str:
+    """A date-partitioned table as one SQL relation at ``manifest``'s generation, for batch steps.
+
+    The same rows the catalog's view of that generation reads (compacted files plus the hot files
+    above the watermarks), so a step that reads the lake directly never counts a merged file twice.
+    """
+    manifest = manifest or load_manifest(lake_root)
+    write_schema_file(lake_root, spec, manifest.generation)
+    con = duckdb.connect()
+    try:
+        return f"({_parquet_view_sql(con, lake_root, spec, manifest)})"
+    finally:
+        con.close()
+
+
+def _rollup_view_sql(lake_root: Path, spec: TableSpec, seed: Path) -> str:
+    """A rollup's view: its schema file and every day's file (replaced whole by rename, never deleted)."""
+    from transforms.warehouse.rollups import ROLLUPS_DIR
+
+    glob = lake_glob(Path(lake_root) / ROLLUPS_DIR, spec.name)
+    return (f"SELECT * FROM read_parquet([{sql_string(seed.as_posix())}, {sql_string(glob)}], hive_partitioning = "
+            "true, hive_types = {'date': DATE}, union_by_name = true, allow_empty = true)")
+
+
 def _single_file_view_sql(con: duckdb.DuckDBPyConnection, lake_root: Path, spec: TableSpec) -> str:
     """A table the lake holds whole in its folder (``sensors``): read what is there."""
     del con
@@ -216,6 +241,13 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, manifest: Mani
     for name, body in _CONVENIENCE_VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {sql_ident(name)} AS {body}")
         kinds[name] = "derived"
+    for name, rollup in ROLLUPS.items():
+        if with_schema_files:
+            seed = write_schema_file(lake_root, rollup.table, (manifest or Manifest()).generation)
+            body, kinds[name] = _rollup_view_sql(lake_root, rollup.table, seed), "rollup"
+        else:
+            body, kinds[name] = _empty_view_sql(con, rollup.table), "empty"
+        con.execute(f"CREATE OR REPLACE VIEW {sql_ident(name)} AS {body}")
     for name, doc in TABLE_DOCS.items():
         # Comments make the docs visible in the duckdb CLI (duckdb_views(), duckdb_columns()).
         con.execute(f"COMMENT ON VIEW {sql_ident(name)} IS {sql_string(doc['grain'] + ': ' + doc['doc'])}")

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from schemas.tables import TABLES
+from transforms.warehouse.rollups.specs import ROLLUPS
 
 _VIEW_DOCS: dict[str, dict[str, Any]] = {
     "energy_per_cell": {
@@ -106,6 +107,22 @@ _EXAMPLES = {
                     "WHERE date = current_date\nGROUP BY ALL ORDER BY messages DESC;",
 }
 
+_ROLLUP_EXAMPLES = {
+    "quality_daily": "SELECT line, stage, units_in, good, scrapped, yield, first_pass_yield\nFROM quality_daily\n"
+                     "WHERE date = (SELECT max(date) FROM quality_daily)\nORDER BY line, stage;",
+    "energy_daily": "SELECT line, sum(kwh) AS kwh, sum(kwh) / nullif(max(good_cells), 0) AS kwh_per_good_cell\n"
+                    "FROM energy_daily\nWHERE date >= (SELECT max(date) FROM energy_daily) - 6 AND line <> 'site'\n"
+                    "GROUP BY line, date ORDER BY line, date;",
+    "energy_shift": "SELECT shift, shift_start, station, kwh\nFROM energy_shift\n"
+                    "WHERE date = (SELECT max(date) FROM energy_shift)\nORDER BY kwh DESC LIMIT 10;",
+    "sensor_daily": "SELECT line, station, parameter, sensor_id, n, mean, cpk, ppk\nFROM sensor_daily\n"
+                    "WHERE ctq AND date = (SELECT max(date) FROM sensor_daily)\nORDER BY cpk NULLS LAST LIMIT 10;",
+    "sensor_health_daily": "SELECT sensor_id, station, rate_ratio, silent_windows, stuck_windows\n"
+                           "FROM sensor_health_daily\nWHERE date = (SELECT max(date) FROM sensor_health_daily)\n"
+                           "ORDER BY rate_ratio LIMIT 10;",
+}
+
+
 #: Every table and view of the warehouse: grain, description, column descriptions and an example query.
 TABLE_DOCS: dict[str, dict[str, Any]] = {
     **{
@@ -113,6 +130,11 @@ TABLE_DOCS: dict[str, dict[str, Any]] = {
         for name, spec in TABLES.items()
     },
     **_VIEW_DOCS,
+    **{
+        name: {"grain": r.grain, "doc": r.table.doc + " Built by `gigapulse lake rollup` (docs/warehouse.md, Rollups).",
+               "columns": r.table.column_docs(), "example": _ROLLUP_EXAMPLES[name]}
+        for name, r in ROLLUPS.items()
+    },
 }
 
 

@@ -59,12 +59,12 @@ def test_a_changed_shift_setting_rebuilds_the_shift_rollup_only(data_dir, capsys
 
 
 @pytest.mark.parametrize(("argv", "env", "code", "needle"), [
-    (["rollup", "--date", "2026-02-30"], {}, 2, "'2026-02-30' is not a date YYYY-MM-DD"),
-    (["rollup", "--since", "yesterday"], {}, 2, "'yesterday' is not a date"),
-    (["rollup", "--date", "2026-03-01", "--all"], {}, 2, "at most one of --date, --since and --all"),
-    (["rollup", "-r", "scrap_daily"], {}, 2, "unknown rollup 'scrap_daily'"),
-    (["rollup"], {"GIGAPULSE_SHIFT_STARTS": "6:00,6:00"}, 1, "names a shift start twice"),
-    (["rollup"], {"GIGAPULSE_DATA_DIR": "/nonexistent-gigapulse"}, 1, "no lake at /nonexistent-gigapulse/lake"),
+    (["lake", "rollup", "--date", "2026-02-30"], {}, 2, "'2026-02-30' is not a date YYYY-MM-DD"),
+    (["lake", "rollup", "--since", "yesterday"], {}, 2, "'yesterday' is not a date"),
+    (["lake", "rollup", "--date", "2026-03-01", "--all"], {}, 2, "at most one of --date, --since and --all"),
+    (["lake", "rollup", "-r", "scrap_daily"], {}, 2, "unknown rollup 'scrap_daily'"),
+    (["lake", "rollup"], {"GIGAPULSE_SHIFT_STARTS": "6:00,6:00"}, 1, "names a shift start twice"),
+    (["lake", "rollup"], {"GIGAPULSE_DATA_DIR": "/nonexistent-gigapulse"}, 1, "no lake at /nonexistent-gigapulse/lake"),
 ])
 def test_mistakes_are_one_line(data_dir, capsys, monkeypatch, argv, env, code, needle):
     for k, v in env.items():

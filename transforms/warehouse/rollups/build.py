@@ -89,21 +89,25 @@ def _empty_relation(table: str) -> str:
 
 
 def lake_sources(lake_root: Path, specs: Mapping[str, RollupSpec] = ROLLUPS) -> dict[str, str]:
-    """The SQL relation of every source table the rollups read, straight over the lake's files.
+    """The SQL relation of every source table the rollups read, as the catalog's views read it.
 
-    A table without a file yet is an empty relation of its schema (a glob matching nothing fails in
-    DuckDB). The catalog's views can be passed instead: the rollup SQL only needs these names to
-    resolve to relations with the tables' columns and ``date``.
+    Date-partitioned tables read the compacted files and the hot files above the watermarks of the
+    lake's current manifest (never a merged file twice); the undated ``sensors`` table reads its
+    folder, or is an empty relation of its schema before its first file (a glob matching nothing
+    fails in DuckDB).
     """
+    from transforms.warehouse.catalog import table_relation_sql
+    from transforms.warehouse.manifest import load_manifest
+
     lake_root = Path(lake_root)
+    manifest = load_manifest(lake_root)
     out: dict[str, str] = {}
     for table in dict.fromkeys(t for spec in specs.values() for t in spec.sources):
         spec = TABLES[table]
-        if not _has_files(lake_root / table):
+        if spec.partition_cols:
+            out[table] = table_relation_sql(lake_root, spec, manifest)
+        elif not _has_files(lake_root / table):
             out[table] = _empty_relation(table)
-        elif spec.partition_cols:
-            out[table] = (f"read_parquet({sql_string(lake_glob(lake_root, table))}, hive_partitioning = true, "
-                          "hive_types = {'date': DATE}, union_by_name = true)")
         else:
             out[table] = (f"read_parquet({sql_string(lake_glob(lake_root, table))}, hive_partitioning = false, "
                           "union_by_name = true)")
@@ -156,19 +160,36 @@ class HiveIndex:
     """
 
     def __init__(self, lake_root: Path):
+        from transforms.warehouse.manifest import load_manifest
+
         self.lake_root = Path(lake_root)
+        self._manifest = load_manifest(self.lake_root)
         self._days: dict[str, dict[date, str]] = {}
         self._one: dict[tuple[str, date], str | None] = {}
         self._snapshots: dict[str, str | None] = {}
 
     def _dir_fingerprint(self, path: Path) -> str | None:
+        """Digest of what a view reads of one table day: its compacted file and the hot files above the
+        watermarks (merged hot files waiting for collection are not data any more)."""
+        from transforms.lake import parse_file_name
+
+        table, day = path.parent.name, path.name.removeprefix(_DATE_DIR)
+        marks = self._manifest.watermarks.get(table, {})
         try:
             with os.scandir(path) as it:
                 entries = {e.name: e.stat().st_size for e in it if e.is_file()}
         except (FileNotFoundError, NotADirectoryError):
-            return None
-        names = _visible_parquet(entries)
-        return _digest(f"{n}\t{entries[n]}" for n in names) if names else None
+            entries = {}
+        names = []
+        for n in _visible_parquet(entries):
+            rng = parse_file_name(n)
+            if rng is None or rng.first_offset > marks.get(f"{rng.topic}+{rng.partition}", -1):
+                names.append(n)
+        lines = [f"{n}\t{entries[n]}" for n in names]
+        compacted = self._manifest.files.get(table, {}).get(day)
+        if compacted:
+            lines.insert(0, f"compacted\t{compacted}")
+        return _digest(lines) if lines else None
 
     def days(self, table: str) -> set[date]:
         return set(self._scan(table))
@@ -181,6 +202,10 @@ class HiveIndex:
                     dirs = [(e.name, e.path) for e in it if e.is_dir()]
             except FileNotFoundError:
                 dirs = []
+            # Days compacted whose hot folder collection already removed.
+            known = {name for name, _ in dirs}
+            dirs += [(f"{_DATE_DIR}{d}", str(self.lake_root / table / f"{_DATE_DIR}{d}"))
+                     for d in self._manifest.files.get(table, {}) if f"{_DATE_DIR}{d}" not in known]
             for name, path in dirs:
                 day = _parse_day(name)
                 fp = self._dir_fingerprint(Path(path)) if day else None
