@@ -142,9 +142,9 @@ def test_warehouse_catalog_job_builds_a_real_catalog_twice(tmp_path):
 
 def test_lake_compaction_asset_compacts_a_real_lake(tmp_path):
     """The maintenance step through Dagster's executor: committed stream files merged, rows unchanged."""
-    import duckdb
-
     from datetime import date
+
+    import duckdb
 
     from tests.transforms.warehouse.rollups.support import at, event, write_rows
     from tests.transforms.warehouse.test_maintenance import BATCH, make_lake, set_checkpoint
