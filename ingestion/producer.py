@@ -122,7 +122,7 @@ class PlantProducer:
             partitioner=KeyHashPartitioner(),
         )
 
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _send(self, topic: str, key: bytes | None, value: bytes):
         st = self.stats
         if st.failed:
             # A message has already failed for good (the broker stayed away past the delivery
@@ -143,6 +143,7 @@ class PlantProducer:
                                "broker up? (gigapulse broker status)") from None
         fut.add_callback(self._on_ack)
         fut.add_errback(self._on_error, topic, key)
+        return fut
 
     def _on_ack(self, _metadata) -> None:
         with self.stats._lock:
@@ -156,11 +157,15 @@ class PlantProducer:
         if first:  # one line, not one per message: an outage fails thousands at once; close() counts them
             log.error("delivery to %s (key %r) failed after retries: %s; counting further failures", topic, key, exc)
 
-    def send_frame(self, gateway: str, payload: bytes, n_readings: int, topic: str = topics.READINGS) -> None:
-        """Send an already-encoded frame (see :func:`schemas.contracts.encode_frame_arrays`)."""
+    def send_frame(self, gateway: str, payload: bytes, n_readings: int, topic: str = topics.READINGS):
+        """Send an already-encoded frame (see :func:`schemas.contracts.encode_frame_arrays`).
+
+        Returns kafka-python's future (its record metadata gives the partition and offset), which
+        the freshness benchmark uses to time each stage of a frame's way.
+        """
         self.stats.frames += 1
         self.stats.readings += n_readings
-        self._send(topic, gateway.encode(), payload)
+        return self._send(topic, gateway.encode(), payload)
 
     def send_reading(self, reading: Reading, topic: str = topics.READINGS) -> None:
         """Send one reading as its own small JSON message (the interoperable path)."""

@@ -70,6 +70,69 @@ def warehouse_catalog(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     )
 
 
+@dg.asset(group_name="warehouse", kinds={"duckdb", "parquet"})
+def lake_compaction(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The lake compacted and expired: the stream's small committed files merged per table and day.
+
+    Runs the same maintenance step as ``gigapulse lake compact`` (settings ``GIGAPULSE_LAKE_*``), which
+    publishes a new catalog by atomic rename, so it never blocks readers or the stream. It holds the
+    lake's own maintenance lock, so a run overlapping a CLI step fails fast instead of waiting.
+    """
+    from transforms.settings import LakeSettings
+    from transforms.warehouse.maintenance import compact
+
+    paths = warehouse.paths()
+    settings = LakeSettings()
+    report = compact(paths.lake_root, paths.db_path, settings.retention_days, grace_s=settings.grace_s,
+                     progress=lambda msg: context.log.info(f"compacting {msg}"))
+    return dg.MaterializeResult(
+        metadata={
+            "generation": report.generation,
+            "hot_files_merged": report.hot_files_merged,
+            "rows_written": report.rows_written,
+            "days_expired": sum(len(t.dates_expired) for t in report.tables.values()),
+            "files_deleted": report.files_deleted,
+            "seconds": round(report.seconds, 2),
+        }
+    )
+
+
+@dg.asset(group_name="warehouse", kinds={"duckdb", "parquet"}, deps=[lake_compaction])
+def lake_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """The daily rollups (quality, energy per day and shift, sensor statistics and Cpk/Ppk, sensor health).
+
+    Incremental: only the days whose source files changed since their rollup was built (late data
+    for an old day rebuilds that day), after the compaction of the same run.
+    """
+    from transforms.warehouse.rollups import lake_sources, refresh_rollups
+
+    paths = warehouse.paths()
+    report = refresh_rollups(lake_sources(paths.lake_root), paths.lake_root,
+                             on_built=lambda r: context.log.info(f"built {r.name} {r.day}"))
+    return dg.MaterializeResult(
+        metadata={
+            "rollup_days_built": len(report.built),
+            "days": dg.MetadataValue.json(sorted({r.day.isoformat() for r in report.built})),
+            "kept_with_expired_sources": len(report.kept),
+        }
+    )
+
+
+lake_compaction_job = dg.define_asset_job(
+    "lake_compaction_job",
+    selection=[lake_compaction, lake_rollups],
+    description="Merge the stream's committed files, expire old days, publish the catalog, refresh the rollups.",
+    tags={DUCKDB_WRITER_TAG: "true"},
+)
+
+lake_compaction_every_5_minutes = dg.ScheduleDefinition(
+    name="lake_compaction_every_5_minutes",
+    job=lake_compaction_job,
+    cron_schedule="*/5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
 warehouse_catalog_job = dg.define_asset_job(
     "warehouse_catalog_job",
     selection=[warehouse_catalog],
@@ -87,8 +150,8 @@ warehouse_catalog_every_15_minutes = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[warehouse_catalog],
-    jobs=[warehouse_catalog_job],
-    schedules=[warehouse_catalog_every_15_minutes],
+    assets=[warehouse_catalog, lake_compaction, lake_rollups],
+    jobs=[warehouse_catalog_job, lake_compaction_job],
+    schedules=[warehouse_catalog_every_15_minutes, lake_compaction_every_5_minutes],
     resources={"warehouse": WarehouseResource()},
 )

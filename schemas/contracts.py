@@ -177,13 +177,17 @@ class ProductionEvent(_Contract):
     """
 
     v: Literal[1] = Field(1, description="Schema version.")
-    event_id: str = Field(min_length=1, max_length=200, description="Unique, deterministic event id.")
+    event_id: str = Field(min_length=1, max_length=200,
+                          description="Unique and deterministic: a re-sent or replayed event keeps its id, and "
+                                      "no two different events share one, across runs, restarts and sources.")
     ts: datetime = Field(description="Event time, ISO 8601 with a UTC offset.")
     site: str
     line: str
     stage: Stage
     station: str
-    unit_id: str = Field(min_length=1, max_length=200)
+    unit_id: str = Field(min_length=1, max_length=200,
+                         description="Serial of the unit: never reused, across runs and restarts (the "
+                                     "simulator's serials: site, line, route, run code, type and sequence).")
     unit_type: UnitType
     kind: EventKind
     parent_ids: list[str] = Field(default_factory=list, description="Genealogy: ids of the units consumed.")

@@ -136,13 +136,15 @@ PRODUCTION_EVENTS = TableSpec(
         "at a stage. parent_ids links a unit to the units it consumed (genealogy).",
     schema=pa.schema([
         _col("v", pa.int8(), "Schema version of the event contract.", nullable=False),
-        _col("event_id", pa.string(), "Unique, deterministic event id.", nullable=False),
+        _col("event_id", pa.string(), "Unique, deterministic event id: a replayed event keeps it, two different "
+             "events never share it (repeats: see duplicate_events).", nullable=False),
         _col("ts", TS, "Event time, UTC.", nullable=False),
         _col("site", pa.string(), "Site.", nullable=False),
         _col("line", pa.string(), "Production line.", nullable=False),
         _col("stage", pa.string(), "Process stage.", nullable=False),
         _col("station", pa.string(), "Station (work unit).", nullable=False),
-        _col("unit_id", pa.string(), "Id of the unit the event is about.", nullable=False),
+        _col("unit_id", pa.string(), "Serial of the unit the event is about, never reused across runs "
+             "(simulator: <site>-<line>[-<route>]-<start>Z-S<seed>-<type><sequence>).", nullable=False),
         _col("unit_type", pa.string(), "slurry_batch, electrode_roll or cell.", nullable=False),
         _col("kind", pa.string(), "enter, leave, measure, grade or scrap.", nullable=False),
         _col("parent_ids", pa.list_(pa.string()), "Genealogy: ids of the units consumed."),

@@ -1,9 +1,11 @@
 """A lake made by the simulator without Kafka: the reference plant through the stream's own partition
 processors, the asset model as the sensors table, and a catalog over it.
 
-What the warehouse tests query as "real data": every table has rows (dead letters included: one
-malformed reading every ten ticks, as ``simulate --inject-faults`` sends), and the data ends now, so
-the documented examples that look at today or the last hour find it.
+What the warehouse tests query as "real data": every table and rollup has rows (dead letters included:
+one malformed reading every ten ticks, as ``simulate --inject-faults`` sends; an event re-sent every
+thirty, as a producer retrying does), and the data ends now,
+so the documented examples that look at today or the last hour find it (``sim_warehouse`` of the
+warehouse tests is the one to use for fixed dates, midnight and genealogy).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from schemas.contracts import encode
 from transforms import partitions as P
 from transforms.settings import StreamSettings
 from transforms.warehouse import build_catalog, write_sensors
+from transforms.warehouse.rollups import lake_sources, refresh_rollups
 
 #: Simulated seconds: the first cells are graded after about 90 s, the first scrap at formation later.
 SECONDS = 240
@@ -49,6 +52,9 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
         for event in tick.events:
             events.add(e_off, None, encode(event))
             e_off += 1
+        if i % 30 == 0 and tick.events:  # a producer re-sending what it had sent: duplicate_events has rows
+            events.add(e_off, None, encode(tick.events[0]))
+            e_off += 1
         if i % 10 == 0:
             readings.add(r_off, None, BAD_READING)
             r_off += 1
@@ -64,6 +70,7 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
         letters.add(offset, None, encode(letter))
     letters.checkpoint(final=True)
     write_sensors(lake, plant.sensors)
+    refresh_rollups(lake_sources(lake), lake)  # what `gigapulse lake rollup` does
     db = Path(data_dir) / "gigapulse.duckdb"
     build_catalog(lake, db)
     return db

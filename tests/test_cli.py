@@ -98,6 +98,7 @@ BAD = [
     (["simulate", "--inject-faults", "2"], 2, "--inject-faults"),
     (["simulate", "--format", "xml"], 2, "--format"),
     (["simulate", "--seed", "many"], 2, "--seed"),
+    (["simulate", "--seed", "-1"], 2, "--seed"),
     (["simulate", "--no-such-option"], 2, "no-such-option"),
     (["replay", "missing.csv"], 1, "file not found"),
     (["replay"], 2, "Missing argument"),

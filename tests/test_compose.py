@@ -175,7 +175,7 @@ def test_gigapulse_services_reach_kafka_inside_the_network(services):
 
 
 def test_lake_is_shared_by_its_writers_and_readers(services):
-    for name in ("stream-worker", "dagster-webserver", "dagster-daemon"):
+    for name in ("stream-worker", "lake-maintenance", "dagster-webserver", "dagster-daemon"):
         svc = services[name]
         assert svc["environment"]["GIGAPULSE_DATA_DIR"] == "/data", name
         assert "lake:/data" in svc["volumes"], name

@@ -99,3 +99,81 @@ class StreamSettings(BaseSettings):
     @property
     def max_future_ms(self) -> int:
         return int(self.max_future_s * 1000)
+
+
+#: Days each table is kept by default (absent: kept for ever). Raw readings are the bulk of the lake
+#: and are summarised in the features and rollups; refusals are kept long enough to investigate.
+DEFAULT_RETENTION_DAYS: dict[str, int] = {"readings": 90, "dead_letters": 90}
+
+
+class LakeSettings(BaseSettings):
+    """How the maintenance step compacts and expires the lake. Environment: ``GIGAPULSE_LAKE_*``.
+
+    ``retention`` is JSON, table -> days (``null`` keeps a table for ever), merged over the defaults:
+    ``GIGAPULSE_LAKE_RETENTION='{"readings": 30}'``. ``grace_s`` is how long a file no longer read
+    by the published catalog stays on disk, for queries and connections that started before: a
+    connection held open longer than that may fail with a missing file and must reconnect.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_LAKE_", frozen=True)
+
+    retention: dict[str, int | None] = Field(default_factory=dict, description="Days kept per table (JSON).")
+    grace_s: float = Field(120.0, ge=0, description="Seconds an unreferenced file stays for running readers.")
+    interval_s: float = Field(60.0, gt=0, description="Seconds between maintenance steps of `lake compact --loop`.")
+
+    @field_validator("retention")
+    @classmethod
+    def _known_tables(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        from schemas.tables import TABLES
+
+        unknown = sorted(set(value) - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown table(s) {', '.join(unknown)}; tables are {', '.join(sorted(TABLES))}")
+        bad = sorted(t for t, d in value.items() if d is not None and d < 1)
+        if bad:
+            raise ValueError(f"retention must be at least 1 day (or null for ever): {', '.join(bad)}")
+        return value
+
+    @property
+    def retention_days(self) -> dict[str, int | None]:
+        """Days kept per table, defaults included."""
+        return {**DEFAULT_RETENTION_DAYS, **self.retention}
+
+
+#: Shift starts of the reference plant: three 8-hour shifts, the night one running past midnight.
+DEFAULT_SHIFT_STARTS = "06:00,14:00,22:00"
+
+
+def parse_shift_starts(text: str) -> tuple[int, ...]:
+    """Minutes after 00:00 UTC at which shifts start, from ``"06:00,14:00,22:00"``; sorted, distinct.
+
+    Each shift lasts until the next start; the last one until the first start of the next day.
+    """
+    minutes = []
+    for part in text.split(","):
+        hh, sep, mm = part.strip().partition(":")
+        if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(hh) < 24 and int(mm) < 60):
+            raise ValueError(f"{part.strip()!r} is not a time HH:MM between 00:00 and 23:59")
+        minutes.append(int(hh) * 60 + int(mm))
+    if len(set(minutes)) != len(minutes):
+        raise ValueError(f"{text!r} names a shift start twice")
+    return tuple(sorted(minutes))
+
+
+class RollupSettings(BaseSettings):
+    """How the daily rollups cut a day into shifts. Environment: ``GIGAPULSE_SHIFT_STARTS``."""
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_", frozen=True)
+
+    shift_starts: str = Field(DEFAULT_SHIFT_STARTS, description="UTC times at which shifts start, comma-"
+                              "separated HH:MM; each shift runs to the next start (energy_shift rollup).")
+
+    @field_validator("shift_starts")
+    @classmethod
+    def _valid_shift_starts(cls, v: str) -> str:
+        """Refused at start-up in one line, and written back in one spelling (the rollups record it)."""
+        return ",".join(f"{m // 60:02d}:{m % 60:02d}" for m in parse_shift_starts(v))
+
+    @property
+    def shift_start_minutes(self) -> tuple[int, ...]:
+        return parse_shift_starts(self.shift_starts)

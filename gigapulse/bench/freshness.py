@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -53,6 +56,61 @@ class FreshnessOptions:
     grace_s: float = 20.0
     seed: int = 42
     profile: Path | None = None
+    #: Seconds between maintenance steps run beside the worker (as the compose service does); None: none.
+    compact_every_s: float | None = 60.0
+
+
+class Stages:
+    """Where a frame's time goes: producer to broker ack, ack to its lake file, file to a query seeing it.
+
+    The producer's future gives each frame's partition and offset at its ack; the hot file whose
+    offset range holds it (its modification time is when the worker finished writing it, just
+    before the rename) gives the worker's share; the rest is the commit and the poller.
+    """
+
+    def __init__(self, lake: Path):
+        self.table_dir = lake / "readings"
+        self.acks: dict[tuple[str, int], tuple[float, int, int]] = {}
+        self.files: dict[int, list[tuple[int, int, float]]] = {}
+        self.samples: list[tuple[float, float, float, float]] = []  # ts_s, produce, worker, visible
+
+    def on_ack(self, gateway: str, ts_ms: int, metadata) -> None:
+        self.acks[(gateway, ts_ms)] = (time.time(), metadata.partition, metadata.offset)
+
+    def _refresh(self) -> None:
+        from transforms.lake import parse_file_name
+
+        files: dict[int, list[tuple[int, int, float]]] = {}
+        for ddir in self.table_dir.glob("date=*"):
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(ddir):
+                    rng = parse_file_name(entry.name)
+                    if rng is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            files.setdefault(rng.partition, []).append(
+                                (rng.first_offset, rng.last_offset, entry.stat().st_mtime))
+        self.files = {p: sorted(v) for p, v in files.items()}
+
+    def _file_time(self, partition: int, offset: int) -> float | None:
+        ranges = self.files.get(partition, [])
+        i = bisect.bisect_right(ranges, (offset, float("inf"), float("inf"))) - 1
+        if i >= 0 and ranges[i][0] <= offset <= ranges[i][1]:
+            return ranges[i][2]
+        return None
+
+    def seen(self, gateway: str, ts_ms: int, visible_at: float) -> None:
+        ack = self.acks.pop((gateway, ts_ms), None)
+        if ack is None:
+            return
+        ack_t, partition, offset = ack
+        file_t = self._file_time(partition, offset)
+        if file_t is None:
+            self._refresh()
+            file_t = self._file_time(partition, offset)
+        if file_t is None:
+            return
+        ts = ts_ms / 1000
+        self.samples.append((ts, ack_t - ts, file_t - ack_t, visible_at - file_t))
 
 
 class PacedFrames:
@@ -123,6 +181,8 @@ class Visibility:
         self.pending: dict[str, deque] = {}
         self.latencies: list[tuple[float, float]] = []  # (ts_s, latency_s)
         self.poll_times: list[float] = []
+        self.poll_at: list[float] = []
+        self.stages = Stages(self.lake)
         self.first_seen: float | None = None
         self.catalog = False
         self.stop = threading.Event()
@@ -151,11 +211,13 @@ class Visibility:
         _, rows = query(self.db, self.SQL, [since])
         t1 = time.time()
         self.poll_times.append(t1 - t0)
+        self.poll_at.append(t1)
         for gw, max_ms in rows:
             q = self.pending.get(gw)
             while q and q[0] <= max_ms:
                 ts = q.popleft()
                 self.latencies.append((ts / 1000, t1 - ts / 1000))
+                self.stages.seen(gw, ts, t1)
                 if self.first_seen is None:
                     self.first_seen = t1
 
@@ -192,6 +254,12 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
            "--events-topic", topics[1], "--dlq-topic", topics[2]]
     log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 - closed in finally, after the child
     worker = psutil.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    compactor = None
+    if opts.compact_every_s:
+        # What the compose service lake-maintenance runs, beside the worker.
+        compactor = psutil.Popen([sys.executable, "-m", "gigapulse.cli", "lake", "compact", "--loop"],
+                                 env={**env, "GIGAPULSE_LAKE_INTERVAL_S": str(opts.compact_every_s)},
+                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     producer = PlantProducer(bb.bootstrap, ProducerSettings(), client_id="gigapulse-bench-fresh")
     frames = PacedFrames(plant, opts.rate, opts.seed)
     vis = Visibility(data_dir, opts.poll_s)
@@ -227,7 +295,8 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
                 break
             for gw, payload, n, ts_ms in frames.tick():
                 vis.expect(gw, ts_ms)
-                producer.send_frame(gw, payload, n, topics[0])
+                fut = producer.send_frame(gw, payload, n, topics[0])
+                fut.add_callback(functools.partial(vis.stages.on_ack, gw, ts_ms))
                 produced += n
             k += 1
             if k % 20 == 0:
@@ -251,6 +320,8 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
         vis.thread.join(10)
         producer.close()
         stop_child(worker)
+        if compactor is not None:
+            stop_child(compactor)
         log.close()
         if task is not None:
             bar.remove_task(task)
@@ -258,11 +329,20 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
         raise BenchError(f"polling DuckDB failed: {vis.error}")
     lat = [latency for ts, latency in vis.latencies if ts >= measured_from]
     never = sum(1 for q in vis.pending.values() for ts in q if ts / 1000 >= measured_from)
+    stages = [s for s in vis.stages.samples if s[0] >= measured_from]
+    polls = [(at, took) for at, took in zip(vis.poll_at, vis.poll_times, strict=True) if at >= measured_from]
+    window = min(60.0, opts.duration_s / 4)
+    poll_first = [took for at, took in polls if at < measured_from + window]
+    poll_last = [took for at, took in polls if at >= polls[-1][0] - window] if polls else []
     delete_topics(bb.bootstrap, list(topics))
     shutil.rmtree(data_dir, ignore_errors=True)
     return {"frames": len(lat), "never_visible": never, "rate": produced_rate,
             "p50_s": _percentile(lat, 50), "p99_s": _percentile(lat, 99), "max_s": max(lat) if lat else None,
             "poll_p50_s": _percentile(vis.poll_times, 50), "worker_peak_rss_mib": peak_rss / MIB,
+            "poll_first_p50_s": _percentile(poll_first, 50), "poll_last_p50_s": _percentile(poll_last, 50),
+            "stage_samples": len(stages),
+            **{f"{name}_{q}_s": _percentile([st[i] for st in stages], pct)
+               for i, name in ((1, "produce"), (2, "worker"), (3, "visible")) for q, pct in (("p50", 50), ("p99", 99))},
             "worker_cpu_pct": 100 * worker_cpu}
 
 
@@ -291,8 +371,10 @@ def run_freshness(opts: FreshnessOptions) -> dict[str, Any]:
                 freshness_once(bb, opts, plant, bar, "profiling the worker (cProfile, not in the figures)",
                                profile=opts.profile.resolve())
                 profile_text = profile_top(opts.profile)
+    stage_keys = [f"{n}_{q}_s" for n in ("produce", "worker", "visible") for q in ("p50", "p99")]
     res = {k: spread([r[k] for r in runs]) for k in ("p50_s", "p99_s", "max_s", "rate", "poll_p50_s",
-                                                     "worker_peak_rss_mib", "worker_cpu_pct")}
+                                                     "poll_first_p50_s", "poll_last_p50_s",
+                                                     "worker_peak_rss_mib", "worker_cpu_pct", *stage_keys)}
     res["frames"] = [r["frames"] for r in runs]
     res["never_visible"] = [r["never_visible"] for r in runs]
     met = {"freshness_p99_s": res["p99_s"]["median"] <= TARGETS["freshness_p99_s"]
@@ -305,13 +387,21 @@ def run_freshness(opts: FreshnessOptions) -> dict[str, Any]:
             ["frames measured per run", ", ".join(f"{n:,}" for n in res["frames"]),
              f"never visible: {sum(res['never_visible'])}"],
             ["DuckDB poll, median s", fmt_spread(res["poll_p50_s"], 3), f"every {opts.poll_s:g} s"],
+            ["DuckDB poll, median s, first / last minute", f"{fmt_spread(res['poll_first_p50_s'], 3)} / "
+             f"{fmt_spread(res['poll_last_p50_s'], 3)}",
+             f"compaction every {opts.compact_every_s:g} s" if opts.compact_every_s else "no compaction"],
+            *[[f"{label} p50 / p99 s", f"{fmt_spread(res[f'{key}_p50_s'], 2)} / {fmt_spread(res[f'{key}_p99_s'], 2)}",
+               note] for key, label, note in (
+                ("produce", "stage: reading ts → broker ack", "encode, producer linger, broker append"),
+                ("worker", "stage: ack → lake file written", "worker intake, batch up to the flush, Parquet write"),
+                ("visible", "stage: file → seen by a query", "checkpoint commit, poll interval, DuckDB query"))],
             ["worker peak RSS MiB", fmt_spread(res["worker_peak_rss_mib"], 0), ""],
             ["worker CPU, % of one core", fmt_spread(res["worker_cpu_pct"], 0), "while measured"]]
     table = markdown_table(["measure", "median (min–max) over runs", "target / note"], rows)
     return {
         "bench": "freshness", "environment": env, "targets": {k: TARGETS[k] for k in met}, "met": met,
         "params": {"runs": opts.runs, "rate": opts.rate, "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
-                   "poll_s": opts.poll_s, "plant": PLANT, "sensors": sum(1 for _ in plant.sensors),
+                   "poll_s": opts.poll_s, "compact_every_s": opts.compact_every_s, "plant": PLANT, "sensors": sum(1 for _ in plant.sensors),
                    "stream_settings": stream_settings()},
         "results": res, "runs": runs, "table": table, "profile_top": profile_text,
     }

@@ -27,7 +27,7 @@ TARGETS = {
     "stream_readings_per_s": 300_000,
     "stream_net_readings_per_s": 300_000,
     "stream_ratio_vs_quix": 3.0,
-    "freshness_p99_s": 2.0,
+    "freshness_p99_s": 1.0,  # issue #10: robust on any machine of this kind, not a best case
     "recovery_s": 10.0,
 }
 LIBRARIES = ("kafka-python", "aiokafka", "faust-streaming", "quixstreams", "confluent-kafka", "duckdb",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from gigapulse.bench.harness import (
     PLANT,
@@ -23,6 +26,7 @@ from gigapulse.bench.harness import (
     new_topic,
     readings_topic_config,
     run_measured,
+    stop_child,
     stream_settings,
     warm_bytecode,
 )
@@ -48,6 +52,8 @@ class StreamOptions:
     seed: int = 42
     profile: Path | None = None
     timeout_s: float = 1800.0
+    #: Also drain with `gigapulse lake compact --loop` at this interval beside the worker; None: skip.
+    compact_every_s: float | None = 10.0
 
 
 def lake_counts(data_dir: Path) -> dict[str, int]:
@@ -103,8 +109,14 @@ class DrainWatchdog:
 
 
 def stream_ours(bb: BenchBroker, topics: tuple[str, str, str], expected: int, timeout_s: float,
-                profile: Path | None = None, ends: dict[int, int] | None = None) -> dict[str, Any]:
-    """``gigapulse stream --drain`` as a child: wall from start to exit, readings found in the lake."""
+                profile: Path | None = None, ends: dict[int, int] | None = None,
+                compact_every_s: float | None = None) -> dict[str, Any]:
+    """``gigapulse stream --drain`` as a child: wall from start to exit, readings found in the lake.
+
+    With ``compact_every_s``, a maintenance loop (what the compose service runs) merges and
+    collects the lake's files while the worker writes; the count check then also proves that
+    compaction neither lost nor doubled a row.
+    """
     data_dir = bb.scratch("lake")
     env = child_env(bb, GIGAPULSE_DATA_DIR=str(data_dir),
                     GIGAPULSE_STREAM_GROUP_ID=f"bench-stream-{uuid.uuid4().hex[:8]}")
@@ -112,7 +124,18 @@ def stream_ours(bb: BenchBroker, topics: tuple[str, str, str], expected: int, ti
     cmd = [*prefix, "-m", "gigapulse.cli", "stream", "--drain", "--readings-topic", topics[0],
            "--events-topic", topics[1], "--dlq-topic", topics[2]]
     watchdog = DrainWatchdog(data_dir / "lake", topics[0], ends) if ends else None
-    m = run_measured(cmd, env, timeout_s, on_poll=watchdog).check("gigapulse stream --drain")
+    compactor = None
+    if compact_every_s:
+        compactor = psutil.Popen([sys.executable, "-m", "gigapulse.cli", "lake", "compact", "--loop", "--grace-s", "5"],
+                                 env={**env, "GIGAPULSE_LAKE_INTERVAL_S": str(compact_every_s)},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        m = run_measured(cmd, env, timeout_s, on_poll=watchdog).check("gigapulse stream --drain")
+    finally:
+        steps = 0
+        if compactor is not None:
+            stop_child(compactor)
+            steps = sum(1 for line in (compactor.stdout.read() or "").splitlines() if line.startswith("generation "))
     counts = lake_counts(data_dir)
     if counts["readings"] != expected:
         raise BenchError(f"the lake holds {counts['readings']:,} readings, the topic {expected:,}")
@@ -120,7 +143,7 @@ def stream_ours(bb: BenchBroker, topics: tuple[str, str, str], expected: int, ti
     shutil.rmtree(data_dir, ignore_errors=True)
     return {"readings": counts["readings"], "feature_rows": counts["feature_rows"], "wall_s": m.wall_s,
             "worker_s": float(done.group(2)) if done else None, "peak_rss_mib": m.peak_rss_mib,
-            "readings_per_s": counts["readings"] / m.wall_s}
+            "readings_per_s": counts["readings"] / m.wall_s, "compaction_steps": steps}
 
 
 def stream_peer(bb: BenchBroker, peer: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -150,10 +173,17 @@ def run_stream(opts: StreamOptions) -> dict[str, Any]:
         with progress() as bar:
             for i in range(opts.runs):
                 run: dict[str, Any] = {}
-                for name in ("ceiling", "ours", "start-up", "quix"):
+                names = ["ceiling", "ours", "ours+compaction", "start-up", "quix"]
+                if not opts.compact_every_s:
+                    names.remove("ours+compaction")
+                for name in names:
                     t = bar.add_task(f"run {i + 1}/{opts.runs}: {name}", total=None, info="")
                     if name == "ours":
                         run[name] = stream_ours(bb, topics, total, opts.timeout_s, ends=ends)
+                    elif name == "ours+compaction":
+                        run[name] = stream_ours(bb, topics, total, opts.timeout_s, ends=ends,
+                                                compact_every_s=opts.compact_every_s)
+                        run["compaction_ratio"] = run[name]["readings_per_s"] / run["ours"]["readings_per_s"]
                     elif name == "start-up":
                         # The same drain over empty topics: what a run pays before and after its data.
                         empty = (new_topic(bb.bootstrap, "stream.empty", 6), new_topic(bb.bootstrap, "stream.empty", 3),
@@ -192,6 +222,10 @@ def run_stream(opts: StreamOptions) -> dict[str, Any]:
     res["ours"]["net_readings_per_s"] = spread([r["ours"]["net_readings_per_s"] for r in runs])
     res["ours"]["feature_rows"] = runs[0]["ours"]["feature_rows"]
     res["quix"]["feature_rows"] = runs[0]["quix"].get("feature_rows")
+    if opts.compact_every_s:
+        res["ours_compacting"] = {"readings_per_s": spread([r["ours+compaction"]["readings_per_s"] for r in runs]),
+                                  "steps": [r["ours+compaction"]["compaction_steps"] for r in runs]}
+        res["compaction_ratio"] = spread([r["compaction_ratio"] for r in runs])
     res["ratio_vs_quix"] = spread([r["ratio_vs_quix"] for r in runs])
     res["ratio_vs_ceiling"] = spread([r["ratio_vs_ceiling"] for r in runs])
     met = {"stream_readings_per_s": res["ours"]["readings_per_s"]["median"] >= TARGETS["stream_readings_per_s"],
@@ -217,11 +251,17 @@ def run_stream(opts: StreamOptions) -> dict[str, Any]:
               f"end to end {'met' if met['stream_readings_per_s'] else 'MISSED'}, net of start-up "
               f"{'met' if met['stream_net_readings_per_s'] else 'MISSED'}; ≥ {TARGETS['stream_ratio_vs_quix']:g}× Quix "
               f"{'met' if met['stream_ratio_vs_quix'] else 'MISSED'}.")
+    if opts.compact_every_s:
+        oc = res["ours_compacting"]
+        table += (f"\n\nWith `gigapulse lake compact --loop` every {opts.compact_every_s:g} s beside the worker "
+                  f"({', '.join(map(str, oc['steps']))} steps per run, every lake count exact): "
+                  f"{fmt_spread(oc['readings_per_s'])} readings/s, {fmt_spread(res['compaction_ratio'], 2)}× the "
+                  "drain without it (same runs, back to back).")
     return {
         "bench": "stream", "environment": env, "targets": {k: TARGETS[k] for k in met}, "met": met,
         "params": {"runs": opts.runs, "plant": PLANT, "seed": opts.seed, "prefill_simulated_s": opts.prefill_s,
                    "prefill": {k: fill[k] for k in ("readings", "messages", "bytes", "wall_s")},
-                   "partitions": 6, "quix_readings": quix_limit, "quix_variant": opts.quix_variant,
+                   "partitions": 6, "compact_every_s": opts.compact_every_s, "quix_readings": quix_limit, "quix_variant": opts.quix_variant,
                    "stream_settings": stream_settings()},
         "results": res, "runs": runs, "table": table, "profile_top": profile_text,
     }

@@ -52,6 +52,8 @@ def bench_stream(
                                                    "accumulator; group_by: re-key rows by sensor.")] = "key",
     profile: Annotated[Path | None, typer.Option(help="Also run our worker once under cProfile (untimed) and "
                                                       "write the profile here.")] = None,
+    compact_every: Annotated[str, typer.Option(help="Also drain with `gigapulse lake compact --loop` at this "
+                                                    "interval beside the worker; 'off' to skip.")] = "10s",
     seed: SeedOpt = 42,
     out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/stream.json"),
 ):
@@ -61,8 +63,10 @@ def bench_stream(
 
     if quix_variant not in ("key", "group_by"):
         raise typer.BadParameter("use key or group_by", param_hint="--quix-variant")
+    compact_s = None if compact_every == "off" else _parse(parse_duration, compact_every, "--compact-every")
     opts = bench.StreamOptions(runs=runs, prefill_s=_parse(parse_duration, prefill, "--prefill"),
-                               quix_readings=quix_readings, quix_variant=quix_variant, profile=profile, seed=seed)
+                               quix_readings=quix_readings, quix_variant=quix_variant, profile=profile, seed=seed,
+                               compact_every_s=compact_s)
     bench.emit(bench.run_stream(opts), out)
 
 
@@ -72,6 +76,8 @@ def bench_freshness(
     rate: Annotated[int, typer.Option(min=1, help="Readings per second produced.")] = 20_000,
     duration: Annotated[str, typer.Option(help="Measured time per run (after the warm-up).")] = "60s",
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between DuckDB polls.")] = 0.1,
+    compact_every: Annotated[str, typer.Option(help="Run `gigapulse lake compact --loop` beside the worker with "
+                                                    "this interval, as the compose stack does; 'off' for none.")] = "60s",
     profile: Annotated[Path | None, typer.Option(help="Also run once with the worker under cProfile (not in "
                                                       "the figures) and write the profile here.")] = None,
     seed: SeedOpt = 42,
@@ -81,8 +87,9 @@ def bench_freshness(
     from gigapulse import bench
     from ingestion.pipeline import parse_duration
 
+    compact_s = None if compact_every == "off" else _parse(parse_duration, compact_every, "--compact-every")
     opts = bench.FreshnessOptions(runs=runs, rate=rate, duration_s=_parse(parse_duration, duration, "--duration"),
-                                  poll_s=poll, seed=seed, profile=profile)
+                                  poll_s=poll, seed=seed, profile=profile, compact_every_s=compact_s)
     bench.emit(bench.run_freshness(opts), out)
 
 

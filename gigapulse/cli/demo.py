@@ -47,6 +47,9 @@ DEMO_QUERIES = (
      "FROM sensor_health GROUP BY ALL ORDER BY completeness LIMIT 5"),
     ("dead letters by stage and reason",
      "SELECT stage, reason, count(*) AS n FROM dead_letters GROUP BY ALL ORDER BY ALL"),
+    ("daily rollup: yield and first-pass yield per line and stage (quality_daily)",
+     "SELECT date, site, line, stage, units_in, good, scrapped, round(yield, 3) AS yield, "
+     "round(first_pass_yield, 3) AS fpy FROM quality_daily WHERE units_in > 0 ORDER BY ALL LIMIT 10"),
 )
 
 
@@ -61,7 +64,8 @@ def demo(
 
     Starts the local broker, streams both plants (reference and legacy, with a few malformed messages
     for the dead-letter path), drains them with stream workers into the Parquet lake, builds the DuckDB
-    catalog through Dagster (local storage), prints features with SQL, and stops the broker.
+    compacts the lake, builds the rollups and
+    publishes the DuckDB catalog through Dagster (local storage), prints features with SQL, and stops the broker.
     """
     import subprocess
     from datetime import UTC, datetime, timedelta
@@ -97,8 +101,10 @@ def demo(
         if any(codes):
             raise UserError(f"a stream worker failed (exit codes {codes}); see its log above")
         out.print(f"[bold]3/5[/bold] {workers} stream worker(s) drained the topics in {time.monotonic() - t0:.1f}s")
-        views = _materialize_catalog()
-        out.print(f"[bold]4/5[/bold] Dagster materialized warehouse_catalog: {len(views)} views in {data.db_path}")
+        meta = _run_maintenance()
+        out.print(f"[bold]4/5[/bold] Dagster ran lake_compaction_job: merged {meta['hot_files_merged']} stream "
+                  f"file(s) into generation {meta['generation']}, built {meta['rollup_days_built']} rollup day(s), "
+                  f"published the catalog {data.db_path}")
         out.print("[bold]5/5[/bold] features from the warehouse (gigapulse sql):")
         for title, q in DEMO_QUERIES:
             columns, rows = run_query(data.db_path, q)
@@ -112,8 +118,11 @@ def demo(
             out.print("broker stopped")
 
 
-def _materialize_catalog() -> dict:
-    """Run the warehouse_catalog job in-process on Dagster's local storage (DAGSTER_HOME, default var/dagster)."""
+def _run_maintenance() -> dict:
+    """Run the lake maintenance job (compaction, rollups, catalog) in-process on Dagster's local storage.
+
+    DAGSTER_HOME defaults to var/dagster. Returns the materializations' metadata values.
+    """
     import dagster as dg
 
     from orchestration.definitions import defs
@@ -129,9 +138,12 @@ def _materialize_catalog() -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("warehouse_catalog_job").execute_in_process(instance=instance,
-                                                                                   run_config=quiet)
+        result = defs.resolve_job_def("lake_compaction_job").execute_in_process(instance=instance,
+                                                                                 run_config=quiet)
     if not result.success:
-        raise UserError("the Dagster run that builds the warehouse catalog failed")
-    mat = result.asset_materializations_for_node("warehouse_catalog")[0]
-    return mat.metadata["views"].value
+        raise UserError("the Dagster run that compacts the lake and publishes the catalog failed")
+    meta = {}
+    for node in ("lake_compaction", "lake_rollups"):
+        for key, value in result.asset_materializations_for_node(node)[0].metadata.items():
+            meta[key] = value.value
+    return meta

@@ -50,7 +50,7 @@ def simulate(
     plant: Annotated[str, typer.Option(help="reference, legacy, or a plant YAML file.")] = "reference",
     duration: Annotated[str, typer.Option(help="Simulated duration: 90s, 10m, 1h, 2d.")] = "10m",
     speed: Annotated[str, typer.Option(help="max (as fast as possible), realtime, or a factor such as 60.")] = "max",
-    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 42,
+    seed: Annotated[int, typer.Option(min=0, help="Same seed (and start), same data and unit ids.")] = 42,
     start: Annotated[str | None, typer.Option(help="Simulated start time (ISO 8601 with offset) or 'now' "
                                                    "(default: now, whole seconds).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="frames (fast path) or json (one message per "

@@ -25,6 +25,8 @@ from orchestration.definitions import (
     DUCKDB_WRITER_TAG,
     WarehouseResource,
     defs,
+    lake_compaction,
+    lake_rollups,
     warehouse_catalog,
     warehouse_catalog_every_15_minutes,
     warehouse_catalog_job,
@@ -73,7 +75,9 @@ def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
-    assert {s.key.to_user_string() for s in defs.resolve_all_asset_specs()} == {"warehouse_catalog"}
+    assert {s.key.to_user_string() for s in defs.resolve_all_asset_specs()} == {"warehouse_catalog", "lake_compaction",
+                                                                                "lake_rollups"}
+    assert defs.resolve_job_def("lake_compaction_job").tags[DUCKDB_WRITER_TAG] == "true"
     assert defs.resolve_job_def("warehouse_catalog_job").tags[DUCKDB_WRITER_TAG] == "true"
 
 
@@ -134,6 +138,33 @@ def test_warehouse_catalog_job_builds_a_real_catalog_twice(tmp_path):
             views.append(sorted(r[0] for r in con.execute(
                 "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()))
     assert views[0] and views[0] == views[1]
+
+
+def test_lake_compaction_asset_compacts_a_real_lake(tmp_path):
+    """The maintenance step through Dagster's executor: committed stream files merged, rows unchanged."""
+    from datetime import date
+
+    import duckdb
+
+    from tests.transforms.warehouse.rollups.support import at, event, write_rows
+    from tests.transforms.warehouse.test_maintenance import BATCH, make_lake, set_checkpoint
+
+    lake = tmp_path / "lake"
+    truth = make_lake(lake, batches=4)
+    day = date(2026, 11, 28)
+    write_rows(lake, "production_events", [event(at(day, 9), "c1", "enter", offset=0),
+                                           event(at(day, 9, 5), "c1", "leave", offset=1)])
+    for p in (0, 1):
+        set_checkpoint(lake, p, 4 * BATCH)
+    resource = WarehouseResource(lake_root=str(lake), db_path=str(tmp_path / "w.duckdb"))
+    result = dg.materialize([lake_compaction, lake_rollups], resources={"warehouse": resource})
+    assert result.success
+    assert result.asset_materializations_for_node("lake_rollups")[0].metadata["rollup_days_built"].value >= 1
+    meta = result.asset_materializations_for_node("lake_compaction")[0].metadata
+    assert meta["generation"].value == 1
+    assert meta["hot_files_merged"].value >= 8
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(value) FROM readings").fetchone() == truth
 
 
 def test_jobs_list_prints_the_definitions():

@@ -1,4 +1,4 @@
-"""The stream worker's recovery settings: defaults that meet the 10 s bound, and refusals in one line."""
+"""Settings read at start-up: the stream worker's recovery bounds and the rollups' shifts; refusals in one line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from gigapulse.cli import main
-from transforms.settings import StreamSettings
+from transforms.settings import DEFAULT_SHIFT_STARTS, RollupSettings, StreamSettings
 
 
 def test_defaults_hand_a_dead_workers_partitions_on_within_the_bound():
@@ -54,3 +54,25 @@ def test_a_bad_recovery_setting_stops_the_worker_with_one_line(monkeypatch, caps
     assert exc.value.code == 1
     assert err.startswith("gigapulse: error: invalid setting") and err.count("\n") == 1, err
     assert needle in err
+
+
+@pytest.mark.parametrize(("raw", "minutes", "spelled"), [
+    ("06:00,14:00,22:00", (360, 840, 1320), "06:00,14:00,22:00"),
+    (" 22:00, 6:00 ,14:30", (360, 870, 1320), "06:00,14:30,22:00"),
+    ("00:00", (0,), "00:00"),
+])
+def test_shift_starts_are_sorted_and_spelled_one_way(monkeypatch, raw, minutes, spelled):
+    monkeypatch.setenv("GIGAPULSE_SHIFT_STARTS", raw)
+    s = RollupSettings()
+    assert s.shift_start_minutes == minutes and s.shift_starts == spelled
+
+
+@pytest.mark.parametrize(("raw", "needle"), [
+    ("24:00", "'24:00' is not a time HH:MM"), ("6", "'6' is not a time"), ("06:0", "'06:0' is not a time"),
+    ("", "'' is not a time"), ("06:00,06:00", "names a shift start twice"),
+])
+def test_a_bad_shift_start_is_refused(monkeypatch, raw, needle):
+    monkeypatch.setenv("GIGAPULSE_SHIFT_STARTS", raw)
+    with pytest.raises(ValidationError, match=needle):
+        RollupSettings()
+    assert RollupSettings.model_fields["shift_starts"].default == DEFAULT_SHIFT_STARTS

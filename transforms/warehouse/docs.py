@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from schemas.tables import TABLES
+from transforms.warehouse.rollups.specs import ROLLUPS
 
 _VIEW_DOCS: dict[str, dict[str, Any]] = {
     "energy_per_cell": {
@@ -50,21 +51,47 @@ _VIEW_DOCS: dict[str, dict[str, Any]] = {
         "example": "SELECT stage, reason, sum(scrapped) AS units\nFROM scrap_reasons\n"
                    "WHERE date = current_date\nGROUP BY ALL ORDER BY units DESC;",
     },
+    "duplicate_events": {
+        "grain": "one event_id that production_events holds more than once",
+        "doc": "Event ids are unique by contract, so every row here is a repeat, and the dedup rule says what "
+               "to do with it. Per event_id the copy that reached plant.events.v1 first, the lowest "
+               "(src_partition, src_offset), is the event; later copies are dropped. Copies with one payload "
+               "(payloads = 1) are harmless repeats: a file replayed twice, a simulation re-run with the same "
+               "seed and start, a producer that re-sent. More than one payload (payloads > 1) under one id is "
+               "a data-quality failure at the source: two different events claim the id, no copy can be "
+               "trusted, and the source must be fixed. The simulator's unit ids carry the run's start and seed "
+               "(docs/ingestion.md): runs with another start or seed never share an id. To read events "
+               "deduplicated: SELECT * "
+               "FROM production_events QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY "
+               "src_partition, src_offset) = 1.",
+        "columns": {
+            "event_id": "The repeated event id.",
+            "unit_id": "Unit of the kept copy.",
+            "copies": "Rows with this event_id (2 or more).",
+            "payloads": "Distinct payloads among the copies (every contract field but event_id); 1 = identical "
+                        "repeats, more = conflicting events under one id.",
+            "first_ts": "Earliest event time among the copies, UTC.",
+            "last_ts": "Latest event time among the copies, UTC; differs from first_ts only when payloads differ.",
+            "kept_partition": "Partition of plant.events.v1 of the kept copy (the first to arrive).",
+            "kept_offset": "Offset of the kept copy in that partition.",
+        },
+        "example": "SELECT payloads > 1 AS conflicting, count(*) AS event_ids, sum(copies - 1) AS extra_rows\n"
+                   "FROM duplicate_events\nGROUP BY ALL;",
+    },
 }
 
 _EXAMPLES = {
     "readings": "SELECT sensor_id, count(*) AS samples, avg(value) AS mean\nFROM readings\n"
                 "WHERE date = current_date AND stage = 'coating'\nGROUP BY sensor_id ORDER BY sensor_id;",
     "production_events": "WITH cell AS (  -- the last cell graded today\n"
-                         "    SELECT unit_id FROM production_events\n"
-                         "    WHERE date = current_date AND kind = 'grade'\n"
-                         "    ORDER BY ts DESC LIMIT 1\n"
+                         "    SELECT unit_id, parent_ids FROM production_events\n"
+                         "    WHERE date = current_date AND kind = 'grade' ORDER BY ts DESC LIMIT 1\n"
                          ")\n"
-                         "SELECT ts, stage, station, kind, attribute, value, unit, grade,\n"
-                         "       parent_ids  -- the units it consumed\n"
-                         "FROM production_events\n"
-                         "WHERE date >= current_date - 1 AND unit_id = (SELECT unit_id FROM cell)\n"
-                         "ORDER BY ts;",
+                         "SELECT e.ts, e.unit_id, e.stage, e.kind, e.attribute, e.value, e.grade\n"
+                         "FROM production_events e, cell\n"
+                         "WHERE e.unit_id = cell.unit_id\n"
+                         "   OR list_contains(cell.parent_ids, e.unit_id)  -- the electrode rolls it was stacked from\n"
+                         "ORDER BY e.ts;",
     "sensors": "SELECT stage, count(*) AS sensors, count(*) FILTER (WHERE ctq) AS ctq_sensors\n"
                "FROM sensors\nGROUP BY stage ORDER BY stage;",
     "sensor_features_1m": "SELECT sensor_id, count(*) AS windows,\n"
@@ -87,6 +114,22 @@ _EXAMPLES = {
                     "WHERE date = current_date\nGROUP BY ALL ORDER BY messages DESC;",
 }
 
+_ROLLUP_EXAMPLES = {
+    "quality_daily": "SELECT line, stage, units_in, good, scrapped, yield, first_pass_yield\nFROM quality_daily\n"
+                     "WHERE date = (SELECT max(date) FROM quality_daily)\nORDER BY line, stage;",
+    "energy_daily": "SELECT line, sum(kwh) AS kwh, sum(kwh) / nullif(max(good_cells), 0) AS kwh_per_good_cell\n"
+                    "FROM energy_daily\nWHERE date >= (SELECT max(date) FROM energy_daily) - 6 AND line <> 'site'\n"
+                    "GROUP BY line, date ORDER BY line, date;",
+    "energy_shift": "SELECT shift, shift_start, station, kwh\nFROM energy_shift\n"
+                    "WHERE date = (SELECT max(date) FROM energy_shift)\nORDER BY kwh DESC LIMIT 10;",
+    "sensor_daily": "SELECT line, station, parameter, sensor_id, n, mean, cpk, ppk\nFROM sensor_daily\n"
+                    "WHERE ctq AND date = (SELECT max(date) FROM sensor_daily)\nORDER BY cpk NULLS LAST LIMIT 10;",
+    "sensor_health_daily": "SELECT sensor_id, station, rate_ratio, silent_windows, stuck_windows\n"
+                           "FROM sensor_health_daily\nWHERE date = (SELECT max(date) FROM sensor_health_daily)\n"
+                           "ORDER BY rate_ratio LIMIT 10;",
+}
+
+
 #: Every table and view of the warehouse: grain, description, column descriptions and an example query.
 TABLE_DOCS: dict[str, dict[str, Any]] = {
     **{
@@ -94,6 +137,11 @@ TABLE_DOCS: dict[str, dict[str, Any]] = {
         for name, spec in TABLES.items()
     },
     **_VIEW_DOCS,
+    **{
+        name: {"grain": r.grain, "doc": r.table.doc + " Built by `gigapulse lake rollup` (docs/warehouse.md, Rollups).",
+               "columns": r.table.column_docs(), "example": _ROLLUP_EXAMPLES[name]}
+        for name, r in ROLLUPS.items()
+    },
 }
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from schemas.contracts import AssetEntry, SignalClass, Stage
+from ingestion.simulator import PlantSimulator
+from schemas.asset_model import load_plant
+from schemas.contracts import AssetEntry, ProductionEvent, SignalClass, Stage, encode
 from schemas.tables import TABLES, TableSpec
 from transforms.lake import LakeWriter
+from transforms.partitions import EventsPartition
+from transforms.settings import StreamSettings
 from transforms.warehouse import (
     TABLE_DOCS,
     ReadOnlyQueryError,
@@ -59,7 +64,8 @@ def lake(tmp_path) -> Path:
 def test_empty_lake_gives_every_view_with_no_rows(lake, tmp_path):
     db = tmp_path / "gigapulse.duckdb"
     kinds = build_catalog(lake, db)
-    assert {k for k, v in kinds.items() if v == "empty"} == set(TABLES)
+    # Date-partitioned tables read their schema file, so only the one-file table is a placeholder.
+    assert {k for k, v in kinds.items() if v == "empty"} == {n for n, s in TABLES.items() if not s.partition_cols}
     for view in TABLE_DOCS:
         assert count(db, view) == 0
 
@@ -101,13 +107,20 @@ def test_empty_and_parquet_views_have_the_same_columns_and_types(name, lake, tmp
     assert [r[:2] for r in query(db, f'DESCRIBE "{name}"')[1]] == [r[:2] for r in empty]
 
 
-def test_refresh_picks_up_a_table_s_first_files(lake, tmp_path):
+def test_a_table_s_first_files_are_read_without_a_new_catalog(lake, tmp_path):
     db = tmp_path / "gigapulse.duckdb"
     build_catalog(lake, db)
     write(lake, TABLES["dead_letters"], one_row(TABLES["dead_letters"]))
-    assert count(db, "dead_letters") == 0  # still the empty view
-    assert refresh_catalog(db)["dead_letters"] == "parquet"
     assert count(db, "dead_letters") == 1
+
+
+def test_refresh_picks_up_the_sensors_table_s_first_file(lake, tmp_path):
+    db = tmp_path / "gigapulse.duckdb"
+    build_catalog(lake, db)
+    write_sensors(lake, [sensor("s1")])
+    assert count(db, "sensors") == 0  # still the placeholder
+    assert refresh_catalog(db)["sensors"] == "parquet"
+    assert count(db, "sensors") == 1
 
 
 def test_a_lake_path_with_a_quote_is_escaped(tmp_path):
@@ -171,3 +184,93 @@ def test_every_view_is_documented_and_the_docs_are_current(lake, tmp_path):
     views = {r[0] for r in query(db, "SELECT view_name FROM duckdb_views() WHERE NOT internal")[1]}
     assert views == set(TABLE_DOCS)
     assert DOCS.read_text() == tables_markdown(), "regenerate docs/tables.md from tables_markdown()"
+
+
+def test_every_documented_example_runs(lake, tmp_path):
+    db = tmp_path / "gigapulse.duckdb"
+    build_catalog(lake, db)
+    for name, doc in TABLE_DOCS.items():
+        cols, _ = query(db, doc["example"].rstrip().rstrip(";"))
+        assert cols, name
+
+
+# --------------------------------------------------------------------------- duplicate event ids
+
+def _land_events(lake: Path, events: list[ProductionEvent]) -> list[tuple[int, int, ProductionEvent]]:
+    """Land events as the stream does, keyed by line: L1 in partition 0, the rest in 1, offsets in order.
+
+    Returns (partition, offset, event) of every record, what a brute-force check needs.
+    """
+    settings = StreamSettings()
+    parts = [EventsPartition("plant.events.v1", p, lake, settings) for p in (0, 1)]
+    ingest_ms = int(max(e.ts for e in events).timestamp() * 1000)
+    landed = []
+    for ev in events:
+        p = parts[0 if ev.line == "L1" else 1]
+        off = p.next_offset
+        p.add(off, ingest_ms, encode(ev))
+        landed.append((p.partition, off, ev))
+    for p in parts:
+        p.checkpoint(final=True)
+    return landed
+
+
+def test_duplicate_events_finds_exactly_the_repeats_of_a_lake_with_a_repeated_run(lake, tmp_path):
+    """Three runs into one lake: A, a restart B with a later start, and A again (same seed and start),
+    plus one event of B re-sent with another time: the view lists A's ids as identical repeats and
+    B's one id as a conflict, and nothing else."""
+    plant = load_plant("legacy")
+    t0 = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
+
+    def run(start: datetime) -> list[ProductionEvent]:
+        return [e for tick in PlantSimulator(plant, seed=7, start=start).run(150) for e in tick.events]
+
+    a, b = run(t0), run(t0 + timedelta(seconds=75))
+    forged = b[10].model_copy(update={"ts": b[10].ts + timedelta(seconds=3)})
+    landed = _land_events(lake, a + b + run(t0) + [forged])
+    db = tmp_path / "gigapulse.duckdb"
+    build_catalog(lake, db)
+
+    expected = {}
+    by_id: dict[str, list[tuple[int, int, ProductionEvent]]] = {}
+    for rec in landed:
+        by_id.setdefault(rec[2].event_id, []).append(rec)
+    for event_id, recs in by_id.items():
+        if len(recs) > 1:
+            kept = min(recs, key=lambda r: (r[0], r[1]))
+            expected[event_id] = (kept[2].unit_id, len(recs), len({encode(r[2]) for r in recs}),
+                                  min(r[2].ts for r in recs), max(r[2].ts for r in recs), kept[0], kept[1])
+    cols, rows = query(db, "SELECT * FROM duplicate_events")
+    assert cols == ["event_id", "unit_id", "copies", "payloads", "first_ts", "last_ts", "kept_partition",
+                    "kept_offset"]
+    assert {r[0]: tuple(r[1:]) for r in rows} == expected
+    assert set(expected) == {e.event_id for e in a} | {forged.event_id}
+    assert [k for k, v in expected.items() if v[2] > 1] == [forged.event_id]
+
+    # The documented way to read events deduplicated keeps one row per id: the first to arrive.
+    _, kept = query(db, "SELECT event_id, src_partition, src_offset FROM production_events QUALIFY row_number() "
+                        "OVER (PARTITION BY event_id ORDER BY src_partition, src_offset) = 1")
+    assert len(kept) == len(by_id) == len(a) + len(b)
+    assert {r[0]: r[1:] for r in kept if r[0] in expected} == {k: v[5:] for k, v in expected.items()}
+    assert sorted(query(db, TABLE_DOCS["duplicate_events"]["example"].rstrip(";"))[1]) == [
+        (False, len(a), len(a)), (True, 1, 1)]
+
+
+def test_duplicate_events_compares_every_contract_field(lake, tmp_path):
+    """Copies that differ in any one contract field are different payloads; where they landed is not."""
+    spec = TABLES["production_events"]
+    base = {f.name: v for f, v in zip(spec.file_schema, one_row(spec).to_pylist()[0].values(), strict=True)}
+    changed = {pa.string(): "y", pa.float64(): 2.0, pa.int8(): 2, pa.timestamp("ms", tz="UTC"): T0.replace(hour=11),
+               pa.list_(pa.string()): ["p"]}
+    fields = [f for f in ProductionEvent.model_fields if f != "event_id"]
+    rows = [dict(base)] + [{**base, f: changed[spec.schema.field(f).type]} for f in fields]
+    rows.append({**base, "src_partition": 1, "late": True})  # the same event landed elsewhere, late
+    table = pa.Table.from_pylist([{**r, "src_offset": i if r["src_partition"] == 0 else 0}
+                                  for i, r in enumerate(rows)], schema=spec.file_schema)
+    for part in (0, 1):
+        sub = table.filter(pc.equal(table["src_partition"], part))
+        LakeWriter.for_table(lake, spec).write("plant.events.v1", part, 0, sub.num_rows - 1, sub)
+    db = tmp_path / "gigapulse.duckdb"
+    build_catalog(lake, db)
+    assert query(db, "SELECT copies, payloads, kept_partition, kept_offset FROM duplicate_events")[1] == [
+        (len(fields) + 2, len(fields) + 1, 0, 0)]
