@@ -43,11 +43,16 @@ DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PIVOT, SET, reporting PRAGMAs).
 
 
 class Shell:
-    """The read-eval-print loop; :meth:`feed` takes one line of input (what the tests drive)."""
+    """The read-eval-print loop; :meth:`feed` takes one line of input (what the tests drive).
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, fmt: SqlFormat, output: Path | None, max_rows: int | None,
+    The maintenance step replaces the catalog file whole, and a connection kept open past its grace
+    period fails; so before each statement the shell reopens the file if it was replaced (another
+    inode), and runs the session's SET statements again on the new connection.
+    """
+
+    def __init__(self, db: Path, fmt: SqlFormat, output: Path | None, max_rows: int | None,
                  err: TextIO = sys.stderr):
-        self.con = con
+        self.db = db
         self.fmt = fmt
         self.output = output
         self.max_rows = max_rows
@@ -55,6 +60,32 @@ class Shell:
         self.buffer: list[str] = []
         self.failures = 0
         self.done = False
+        self.settings: list[duckdb.Statement] = []
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.inode: int | None = None
+        self.connect()
+
+    def connect(self) -> None:
+        """(Re)open the catalog read-only, with DuckDB's worker threads deaf to Ctrl-C (see below)."""
+        if self.con is not None:
+            self.con.close()  # first: DuckDB would hand a new connection the file the old one holds
+            self.con = None
+        with _threads_without_sigint():
+            self.con = open_warehouse(self.db)
+        self.inode = _inode(self.db)
+        for statement in self.settings:
+            self.con.execute(statement)
+
+    def fresh(self) -> duckdb.DuckDBPyConnection:
+        """The connection, reopened first if the maintenance step has replaced the catalog file."""
+        inode = _inode(self.db)
+        if inode is not None and inode != self.inode:
+            self.connect()
+        return self.con
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
 
     # ------------------------------------------------------------------ input
     def feed(self, line: str) -> str | None:
@@ -89,12 +120,14 @@ class Shell:
     def run(self, text: str) -> None:
         import duckdb
 
-        from transforms.warehouse.reader import ReadOnlyQueryError, read_only_statements
+        from transforms.warehouse.reader import ReadOnlyQueryError, read_only_statements, returns_rows
 
         try:
             statements = read_only_statements(text)
             for statement in statements:
-                emit(self.con, statement, None, self.fmt, self.output, self.max_rows)
+                emit(self.fresh(), statement, None, self.fmt, self.output, self.max_rows)
+                if not returns_rows(statement):
+                    self.settings.append(statement)
         except (ReadOnlyQueryError, UserError) as exc:
             self.fail(str(exc))
         except duckdb.Error as exc:
@@ -145,7 +178,7 @@ class Shell:
         from rich.table import Table
         from rich.text import Text
 
-        rows = self.con.execute(
+        rows = self.fresh().execute(
             "SELECT view_name, coalesce(comment, '') FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
             "UNION ALL SELECT table_name, coalesce(comment, '') FROM duckdb_tables() "
             "WHERE NOT internal AND schema_name = 'main' AND table_name NOT LIKE 'gigapulse\\_%' ESCAPE '\\' "
@@ -166,12 +199,12 @@ class Shell:
         if not name:
             self.fail(".schema takes a table or view name (.tables lists them)")
             return
-        doc = self.con.execute("SELECT comment FROM duckdb_views() WHERE view_name = ? UNION ALL "
+        doc = self.fresh().execute("SELECT comment FROM duckdb_views() WHERE view_name = ? UNION ALL "
                                "SELECT comment FROM duckdb_tables() WHERE table_name = ?", [name, name]).fetchone()
         if doc is None:
             self.fail(f"no table or view named {name} (.tables lists them)")
             return
-        columns = self.con.execute("SELECT column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
+        columns = self.fresh().execute("SELECT column_name, data_type, coalesce(comment, '') FROM duckdb_columns() "
                                    "WHERE table_name = ? ORDER BY column_index", [name]).fetchall()
         console = Console(highlight=False, markup=False, emoji=False)
         if doc[0]:
@@ -182,6 +215,13 @@ class Shell:
         for row in columns:
             table.add_row(*(Text(v) for v in row))
         console.print(table)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:  # deleted under us: keep the open connection, which still reads
+        return None
 
 
 def first_sentence(text: str) -> str:
@@ -248,9 +288,7 @@ def run_shell(db: Path, fmt: SqlFormat, output: Path | None, max_rows: int | Non
               stdin: TextIO | None = None) -> int:
     """Run the prompt (on a terminal) or the script (anything else) from ``stdin``; returns the failures."""
     stdin = stdin or sys.stdin
-    with _threads_without_sigint():
-        con = open_warehouse(db)
-    shell = Shell(con, fmt, output, max_rows)
+    shell = Shell(db, fmt, output, max_rows)
     try:
         if stdin.isatty() and sys.stdout.isatty():
             print(f"gigapulse sql on {db} (read-only). .help for help, .quit to leave.")
@@ -263,5 +301,5 @@ def run_shell(db: Path, fmt: SqlFormat, output: Path | None, max_rows: int | Non
             if not shell.done:
                 shell.finish()
     finally:
-        con.close()
+        shell.close()
     return shell.failures

@@ -200,3 +200,36 @@ def test_the_prompt_on_a_terminal_edits_spans_lines_and_keeps_history(simulated_
     history = (home / ".gigapulse_history").read_text().splitlines()
     # One entry for the statement typed over two lines (readline does not repeat an entry run twice in a row).
     assert history == ["SELECT 41 + 1 AS answer;", ".tables"]
+
+
+def test_a_session_follows_the_catalog_when_the_maintenance_step_replaces_it(tmp_path):
+    """A catalog replaced by an atomic rename (another file) is reopened before the next statement,
+    with the session's settings: a long session never ends on a catalog whose files were collected."""
+    from schemas.asset_model import load_plant
+    from transforms.warehouse import build_catalog, write_sensors
+
+    data = tmp_path / "data"
+    db = data / "gigapulse.duckdb"
+    build_catalog(data / "lake", db)  # sensors is still an empty view
+    proc = subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "sql"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(data, tmp_path),
+                            cwd=REPO)
+
+    def ask(line: str) -> str:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+        header = proc.stdout.readline()
+        return header + proc.stdout.readline()
+
+    try:
+        proc.stdin.write(".format csv\nSET TimeZone = 'Asia/Tokyo';\n")  # neither prints anything
+        assert ask("SELECT count(*) AS n, current_setting('TimeZone') AS tz FROM sensors;") == "n,tz\n0,Asia/Tokyo\n"
+        inode = db.stat().st_ino
+        write_sensors(data / "lake", load_plant("reference").sensors[:2])
+        build_catalog(data / "lake", db)  # publishes a new file over the old one
+        assert db.stat().st_ino != inode
+        assert ask("SELECT count(*) AS n, current_setting('TimeZone') AS tz FROM sensors;") == "n,tz\n2,Asia/Tokyo\n"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr.read()
