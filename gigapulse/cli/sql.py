@@ -264,14 +264,16 @@ def emit(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement, params: li
         print(f"{_plural(n)} written to {output}", file=sys.stderr)
 
 
-def checked_statements(text: str, params: list[str] | None, fmt: SqlFormat) -> list[duckdb.Statement]:
-    """Every statement of ``text``, checked before any runs (no file needed: a write is refused anywhere)."""
+def checked_statements(text: str, params: list[str] | None, fmt: SqlFormat,
+                       con: duckdb.DuckDBPyConnection | None = None) -> list[duckdb.Statement]:
+    """Every statement of ``text``, checked before any runs; parsed on ``con`` when there is one
+    (DuckDB's module-level parser opens an in-memory database first: 50 ms of start-up)."""
     import duckdb
 
     from transforms.warehouse.reader import ReadOnlyQueryError, read_only_statements, returns_rows
 
     try:
-        statements = read_only_statements(text)
+        statements = read_only_statements(text, con)
     except ReadOnlyQueryError as exc:
         raise UserError(str(exc)) from None
     except duckdb.Error as exc:
@@ -285,13 +287,14 @@ def checked_statements(text: str, params: list[str] | None, fmt: SqlFormat) -> l
     return statements
 
 
-def run_statements(db: Path, statements: list[duckdb.Statement], params: list[str] | None, fmt: SqlFormat,
-                   output: Path | None, max_rows: int | None) -> None:
-    """Run checked statements in order on one read-only connection."""
+def run_statements(db: Path, text: str, params: list[str] | None, fmt: SqlFormat, output: Path | None,
+                   max_rows: int | None) -> None:
+    """Check every statement of ``text``, then run them in order on one read-only connection."""
     import duckdb
 
     con = open_warehouse(db)
     try:
+        statements = checked_statements(text, params, fmt, con)
         for statement in statements:
             emit(con, statement, params, fmt, output, max_rows)
     except duckdb.Error as exc:
@@ -325,17 +328,19 @@ def sql(
     if fmt is SqlFormat.parquet and output is None:
         raise typer.BadParameter("--format parquet writes a file: give --output FILE", param_hint="--output")
     params = list(param) if param else None
-    statements = None if query is None else checked_statements(query, params, fmt)
-    db = warehouse_path(data_dir())
+    directory = data_dir()
+    if query is not None and not (directory / "gigapulse.duckdb").is_file():
+        checked_statements(query, params, fmt)  # a write is refused as such, warehouse or not
+    db = warehouse_path(directory)
     limit = None if all_rows else max_rows
     try:
-        if statements is None:
+        if query is None:
             from gigapulse.cli.sql_shell import run_shell
 
             if run_shell(db, fmt, output, limit):
                 raise typer.Exit(1)
             return
-        run_statements(db, statements, params, fmt, output, limit)
+        run_statements(db, query, params, fmt, output, limit)
     except BrokenPipeError:
         # The reader went away (| head): nothing left to say, and nothing more can be written.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -66,7 +66,11 @@ class Shell:
         self.connect()
 
     def connect(self) -> None:
-        """(Re)open the catalog read-only, with DuckDB's worker threads deaf to Ctrl-C (see below)."""
+        """(Re)open the catalog read-only, with DuckDB's worker threads deaf to Ctrl-C (see below).
+
+        Statements are parsed on this connection too: DuckDB's module-level parser would start another
+        database, whose threads would not be.
+        """
         if self.con is not None:
             self.con.close()  # first: DuckDB would hand a new connection the file the old one holds
             self.con = None
@@ -123,7 +127,7 @@ class Shell:
         from transforms.warehouse.reader import ReadOnlyQueryError, read_only_statements, returns_rows
 
         try:
-            statements = read_only_statements(text)
+            statements = read_only_statements(text, self.fresh())
             for statement in statements:
                 emit(self.fresh(), statement, None, self.fmt, self.output, self.max_rows)
                 if not returns_rows(statement):

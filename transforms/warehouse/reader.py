@@ -72,7 +72,8 @@ def _refuse(text: str, kind: str | None = None, what: str | None = None) -> Read
                               f"(allowed: {ALLOWED_TEXT}); the catalog is rebuilt by 'gigapulse warehouse'")
 
 
-def check_statement(statement: duckdb.Statement, depth: int = 0) -> duckdb.Statement:
+def check_statement(statement: duckdb.Statement, depth: int = 0,
+                    con: duckdb.DuckDBPyConnection | None = None) -> duckdb.Statement:
     """Return ``statement`` if a reader may run it, else raise :class:`ReadOnlyQueryError` naming it."""
     try:
         kind = statement.type
@@ -84,10 +85,10 @@ def check_statement(statement: duckdb.Statement, depth: int = 0) -> duckdb.State
     if kind is duckdb.StatementType.EXPLAIN and depth == 0:
         # EXPLAIN ANALYZE runs what it explains: ``EXPLAIN ANALYZE COPY ... TO`` writes the file.
         match = _EXPLAIN.match(text)
-        inner = duckdb.extract_statements(text[match.end():]) if match else []
+        inner = _parse(text[match.end():], con) if match else []
         if len(inner) != 1:
             raise _refuse(text, "EXPLAIN")
-        check_statement(inner[0], depth + 1)
+        check_statement(inner[0], depth + 1, con)
         return statement
     if kind is duckdb.StatementType.MULTI and _PIVOT.match(text):
         return statement  # PIVOT reads; DuckDB runs it as a few statements to find the pivot values
@@ -99,16 +100,23 @@ def check_statement(statement: duckdb.Statement, depth: int = 0) -> duckdb.State
     raise _refuse(text, kind.name)
 
 
-def read_only_statements(sql: str) -> list[duckdb.Statement]:
+def _parse(sql: str, con: duckdb.DuckDBPyConnection | None) -> list[duckdb.Statement]:
+    # duckdb.extract_statements() parses on DuckDB's default connection, an in-memory database of its
+    # own with a pool of threads: a reader that has a connection parses on it.
+    return con.extract_statements(sql) if con is not None else duckdb.extract_statements(sql)
+
+
+def read_only_statements(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> list[duckdb.Statement]:
     """Parse ``sql`` into statements and check every one before any runs (one write refuses them all).
 
-    A parse error is raised as DuckDB's own :class:`duckdb.ParserException`; no statement at all is a
+    ``con``, if given, parses (otherwise DuckDB's default in-memory connection does). A parse error is
+    raised as DuckDB's own :class:`duckdb.ParserException`; no statement at all is a
     :class:`ReadOnlyQueryError`.
     """
-    statements = duckdb.extract_statements(sql)
+    statements = _parse(sql, con)
     if not statements:
         raise ReadOnlyQueryError("no SQL statement given")
-    return [check_statement(s) for s in statements]
+    return [check_statement(s, con=con) for s in statements]
 
 
 def returns_rows(statement: duckdb.Statement) -> bool:

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import termios
+import textwrap
 import time
 from pathlib import Path
 
@@ -233,3 +234,24 @@ def test_a_session_follows_the_catalog_when_the_maintenance_step_replaces_it(tmp
         proc.stdin.close()
         proc.wait(timeout=30)
     assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_only_the_main_thread_takes_ctrl_c_at_the_prompt(simulated_warehouse, tmp_path):
+    """The prompt waits in select() and wakes for Ctrl-C only if the signal reaches the main thread:
+    every thread DuckDB starts for the session blocks SIGINT."""
+    code = textwrap.dedent("""
+        import glob, io, sys
+        from pathlib import Path
+        from gigapulse.cli.sql import SqlFormat
+        from gigapulse.cli.sql_shell import Shell
+        shell = Shell(Path(sys.argv[1]), SqlFormat.csv, None, 40)
+        for line in ("SELECT count(*) FROM readings;", "EXPLAIN SELECT 1;", ".tables", "SET threads = 2;"):
+            shell.feed(line)
+        taking = [t for t in glob.glob("/proc/self/task/*")
+                  if not int(next(l for l in open(t + "/status") if l.startswith("SigBlk")).split()[1], 16) & 2]
+        print(len(glob.glob("/proc/self/task/*")), len(taking), file=sys.stderr)
+    """)
+    res = subprocess.run([sys.executable, "-c", code, str(simulated_warehouse)], capture_output=True, text=True,
+                         timeout=60, env=_env(simulated_warehouse.parent, tmp_path), cwd=REPO)
+    threads, taking = map(int, res.stderr.split()[-2:])
+    assert threads > 1 and taking == 1, res.stderr
