@@ -299,8 +299,17 @@ def run_statements(db: Path, text: str, params: list[str] | None, fmt: SqlFormat
             emit(con, statement, params, fmt, output, max_rows)
     except duckdb.Error as exc:
         raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+    except RuntimeError as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         con.close()
+
+
+def interrupted(exc: BaseException) -> bool:
+    """DuckDB's answer to Ctrl-C during a query: a RuntimeError, not a KeyboardInterrupt."""
+    return isinstance(exc, RuntimeError) and str(exc) == "Query interrupted"
 
 
 @app.command()
@@ -344,3 +353,6 @@ def sql(
     except BrokenPipeError:
         # The reader went away (| head): nothing left to say, and nothing more can be written.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        print("gigapulse: interrupted", file=sys.stderr)  # typer would exit 130 without a word
+        raise typer.Exit(130) from None

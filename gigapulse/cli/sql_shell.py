@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from gigapulse.cli.common import UserError
-from gigapulse.cli.sql import SqlFormat, emit, open_warehouse
+from gigapulse.cli.sql import SqlFormat, emit, interrupted, open_warehouse
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,12 +51,12 @@ class Shell:
     """
 
     def __init__(self, db: Path, fmt: SqlFormat, output: Path | None, max_rows: int | None,
-                 err: TextIO = sys.stderr):
+                 err: TextIO | None = None):
         self.db = db
         self.fmt = fmt
         self.output = output
         self.max_rows = max_rows
-        self.err = err
+        self.err = err or sys.stderr
         self.buffer: list[str] = []
         self.failures = 0
         self.done = False
@@ -137,6 +137,10 @@ class Shell:
         except duckdb.Error as exc:
             self.fail(f"SQL error: {str(exc).splitlines()[0]}")
         except KeyboardInterrupt:
+            self.fail("interrupted")
+        except RuntimeError as exc:
+            if not interrupted(exc):
+                raise
             self.fail("interrupted")
         except OSError as exc:  # an --output file that cannot be written
             self.fail(str(exc))

@@ -355,3 +355,32 @@ def test_sql_errors_are_one_line(sql, needle, warehouse, capsys):
 def test_a_query_starting_with_a_dash_is_passed_after_double_dash(warehouse, capsys):
     rc, out, _ = run(["--format", "csv", "--", "-- a comment\nSELECT 1 AS one"], capsys)
     assert rc == 0 and out == "one\n1\n"
+
+
+def test_ctrl_c_during_a_query_is_one_line(warehouse, capsys, monkeypatch):
+    """DuckDB answers SIGINT during a query with RuntimeError('Query interrupted'), not KeyboardInterrupt."""
+    import gigapulse.cli.sql as sql_module
+
+    def interrupted(*_a, **_k):
+        raise RuntimeError("Query interrupted")
+
+    monkeypatch.setattr(sql_module, "emit", interrupted)
+    rc, _, err = run(["SELECT 1"], capsys)
+    assert rc == 130 and err == "gigapulse: interrupted\n"
+
+
+def test_the_notebook_helper_of_the_docs_answers(simulated_warehouse, tmp_path, monkeypatch):
+    """docs/warehouse.md, "A notebook": its code, run as written from a directory holding var/."""
+    text = (REPO / "docs" / "warehouse.md").read_text()
+    section = text[text.index("### A notebook"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "gigapulse.duckdb").symlink_to(simulated_warehouse)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code.rsplit("\n\nq(", 1)[0], "warehouse.md", "exec"), namespace)
+    frame = namespace["q"]("SELECT line, count(*) AS n FROM quality_daily WHERE date >= current_date - ? GROUP BY line",
+                           7)
+    assert len(frame) > 0 and set(frame.columns) == {"line", "n"}
+    last_call = "q(" + code.rsplit("\n\nq(", 1)[1]
+    assert len(eval(last_call, namespace)) > 0

@@ -255,3 +255,18 @@ def test_only_the_main_thread_takes_ctrl_c_at_the_prompt(simulated_warehouse, tm
                          timeout=60, env=_env(simulated_warehouse.parent, tmp_path), cwd=REPO)
     threads, taking = map(int, res.stderr.split()[-2:])
     assert threads > 1 and taking == 1, res.stderr
+
+
+def test_ctrl_c_during_a_query_at_the_prompt_ends_the_query_not_the_session(simulated_warehouse, monkeypatch, capsys):
+    import gigapulse.cli.sql_shell as shell_module
+    from gigapulse.cli.sql import SqlFormat
+
+    shell = shell_module.Shell(simulated_warehouse, SqlFormat.csv, None, 40)
+    real_emit = shell_module.emit
+    monkeypatch.setattr(shell_module, "emit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("Query interrupted")))
+    shell.feed("SELECT 1;")
+    monkeypatch.setattr(shell_module, "emit", real_emit)
+    shell.feed("SELECT 2 AS two;")
+    shell.close()
+    out, err = capsys.readouterr()
+    assert err == "error: interrupted\n" and out == "two\n2\n" and shell.failures == 1
