@@ -122,13 +122,13 @@ def text_output(path: Path | None) -> Iterator[TextIO]:
 
 # --------------------------------------------------------------------------- the table format
 
-def cell_text(value: Any) -> str:
-    """What a table cell shows: CSV's text, with NULL spelled out, floats to 10 significant digits,
-    timestamps with a space, and control characters escaped (data never moves the terminal)."""
+def cell_text(value: Any) -> str | None:
+    """What a table cell shows: CSV's text, floats to 10 significant digits, timestamps with a space,
+    and control characters escaped (data never moves the terminal); None for NULL."""
     from transforms.warehouse.export import scalar_text
 
     if value is None:
-        return "NULL"
+        return None
     if isinstance(value, float) and math.isfinite(value):
         return f"{value:.10g}"
     if isinstance(value, datetime.datetime):
@@ -193,12 +193,18 @@ def show_table(cursor: duckdb.DuckDBPyConnection, out: TextIO, max_rows: int | N
     return total
 
 
-def _render(console, columns: list[str], types: list[str], rows: list[list[str]], first_index: int) -> None:
+def _cell(value: str | None):
+    from rich.text import Text
+
+    return Text("NULL", style="dim") if value is None else Text(value)
+
+
+def _render(console, columns: list[str], types: list[str], rows: list[list[str | None]], first_index: int) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    natural = [max([len(c), len(t)] + [max(map(len, r[i].splitlines() or [""])) for r in rows])
+    natural = [max([len(c), len(t)] + [max(map(len, (r[i] or "NULL").splitlines() or [""])) for r in rows])
                for i, (c, t) in enumerate(zip(columns, types, strict=True))]
     least = [min(n, MIN_COLUMN_WIDTH) for n in natural]
     if sum(least) + 3 * len(columns) + 1 > console.width:
@@ -211,11 +217,11 @@ def _render(console, columns: list[str], types: list[str], rows: list[list[str]]
         table.add_column(header, justify="right" if _NUMERIC.match(kind) else "left", overflow="fold",
                          min_width=low)
     for r in rows:
-        table.add_row(*(Text(v, style="dim") if v == "NULL" else Text(v) for v in r))
+        table.add_row(*(_cell(v) for v in r))
     console.print(table)
 
 
-def _render_records(console, columns: list[str], rows: list[list[str]], first_index: int) -> None:
+def _render_records(console, columns: list[str], rows: list[list[str | None]], first_index: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -229,7 +235,7 @@ def _render_records(console, columns: list[str], rows: list[list[str]], first_in
         grid.add_column(width=label, style="bold", overflow="fold")
         grid.add_column(overflow="fold")
         for name, v in zip(columns, r, strict=True):
-            grid.add_row(Text(name), Text(v, style="dim") if v == "NULL" else Text(v))
+            grid.add_row(Text(name), _cell(v))
         console.print(grid)
 
 
