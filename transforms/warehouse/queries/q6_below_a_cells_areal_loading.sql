@@ -20,12 +20,17 @@ WITH graded AS (
     GROUP BY ALL
     HAVING coating_start IS NOT NULL AND coating_end IS NOT NULL
 ), loading AS (
-    -- Per roll once (about 30 cells share a roll), not per cell.
+    -- Per roll once (about 30 cells share a roll), not per cell. Rolls follow one another at a
+    -- coating station, so each reading belongs to the last roll that entered before it (an as-of
+    -- join) if that roll had not left yet.
     SELECT c.roll_id, avg(r.value) AS areal_loading_mean, count(*) AS samples
-    FROM coated c
-    JOIN readings r ON r.station = c.station AND r.ts >= c.coating_start AND r.ts < c.coating_end
-    WHERE r.parameter = 'areal_loading'
-      AND r.date BETWEEN (SELECT CAST(timezone('UTC', min(coating_start)) AS DATE) FROM coated) AND $day
+    FROM (SELECT station, ts, value FROM readings
+          WHERE parameter = 'areal_loading'
+            AND date BETWEEN (SELECT CAST(timezone('UTC', min(coating_start)) AS DATE) FROM coated) AND $day
+            AND ts >= (SELECT min(coating_start) FROM coated)
+            AND ts < (SELECT max(coating_end) FROM coated)) r
+    ASOF JOIN coated c ON r.station = c.station AND r.ts >= c.coating_start
+    WHERE r.ts < c.coating_end
     GROUP BY c.roll_id
 )
 SELECT k.cell_id, k.line, k.grade, k.roll_id, c.station, c.coating_start, c.coating_end,
