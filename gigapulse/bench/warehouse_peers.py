@@ -5,7 +5,8 @@
 * **chDB** (ClickHouse in-process) and **Polars** (lazy): the same questions written as each
   engine's users write them, over the *same* compacted Parquet files and the same tables (raw
   readings where gigapulse reads them, the stream's features where it reads those), with the same
-  filters, partition column included;
+  filters and the same plan where the query file has one (q1's time bound from the 1-hour windows),
+  partition column included; q6 uses each engine's own as-of join (``join_asof``, ``ASOF JOIN``);
 * **naive DuckDB**: what a team without the platform would run: one unsorted Parquet dump of the
   raw readings and one of the raw events, in arrival order, with every feature (window
   statistics, energy from the counters, gaps, pooled sigma) recomputed from raw rows in SQL.
@@ -213,7 +214,12 @@ _TS = "DateTime64(3, 'UTC')"
 CHDB_SQL = {
     "q1_last_value_per_sensor": """
         SELECT sensor_id, station, parameter, unit, max(ts) AS ts, argMax(value, ts) AS value
-        FROM @readings@ WHERE line = {line:String}
+        FROM @readings@
+        WHERE line = {line:String}
+          AND date >= (SELECT toDate(min(last_window)) FROM (SELECT max(window_start) AS last_window
+                       FROM @sensor_features_1h@ WHERE line = {line:String} GROUP BY sensor_id))
+          AND ts >= (SELECT min(last_window) FROM (SELECT max(window_start) AS last_window
+                     FROM @sensor_features_1h@ WHERE line = {line:String} GROUP BY sensor_id))
         GROUP BY sensor_id, station, parameter, unit ORDER BY sensor_id""",
     "q2_minute_stats_of_station": f"""
         SELECT sensor_id, parameter, unit, window_start, `count` AS samples, mean, `max`
@@ -358,8 +364,13 @@ def _polars_queries(files: LakeFiles) -> dict[str, Callable[..., Any]]:
     col = pl.col
 
     def q1(line):
-        return (scan("readings").filter(col("line") == line)
-                .group_by("sensor_id", "station", "parameter", "unit")
+        # The same bound as the query file: nothing before the oldest last 1-hour window of the line.
+        since = (scan("sensor_features_1h").filter(col("line") == line).group_by("sensor_id")
+                 .agg(col("window_start").max()).select(col("window_start").min()).collect().item())
+        readings = scan("readings").filter(col("line") == line)
+        if since is not None:
+            readings = readings.filter((col("date") >= since.date()) & (col("ts") >= since))
+        return (readings.group_by("sensor_id", "station", "parameter", "unit")
                 .agg(col("ts").max(), col("value").sort_by("ts").last())
                 .sort("sensor_id"))
 

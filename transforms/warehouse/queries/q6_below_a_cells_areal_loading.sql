@@ -19,19 +19,23 @@ WITH graded AS (
       AND unit_id IN (SELECT roll_id FROM consumed)
     GROUP BY ALL
     HAVING coating_start IS NOT NULL AND coating_end IS NOT NULL
+), buckets AS (
+    -- Each coating window as the 1-minute buckets it overlaps, so readings join it on equality
+    -- (station, bucket) and only then on time. A plain range join compares every reading of a
+    -- station with every window there (rolls x readings); an as-of join sorts all the readings.
+    SELECT roll_id, station, coating_start, coating_end,
+           unnest(generate_series(time_bucket(INTERVAL 1 MINUTE, coating_start), coating_end,
+                                  INTERVAL 1 MINUTE)) AS bucket
+    FROM coated
 ), loading AS (
-    -- Per roll once (about 30 cells share a roll), not per cell. Rolls follow one another at a
-    -- coating station, so each reading belongs to the last roll that entered before it (an as-of
-    -- join) if that roll had not left yet.
-    SELECT c.roll_id, avg(r.value) AS areal_loading_mean, count(*) AS samples
-    FROM (SELECT station, ts, value FROM readings
-          WHERE parameter = 'areal_loading'
-            AND date BETWEEN (SELECT CAST(timezone('UTC', min(coating_start)) AS DATE) FROM coated) AND $day
-            AND ts >= (SELECT min(coating_start) FROM coated)
-            AND ts < (SELECT max(coating_end) FROM coated)) r
-    ASOF JOIN coated c ON r.station = c.station AND r.ts >= c.coating_start
-    WHERE r.ts < c.coating_end
-    GROUP BY c.roll_id
+    -- Per roll once (about 30 cells share a roll), not per cell.
+    SELECT b.roll_id, avg(r.value) AS areal_loading_mean, count(*) AS samples
+    FROM readings r
+    JOIN buckets b ON r.station = b.station AND time_bucket(INTERVAL 1 MINUTE, r.ts) = b.bucket
+                  AND r.ts >= b.coating_start AND r.ts < b.coating_end
+    WHERE r.parameter = 'areal_loading'
+      AND r.date BETWEEN (SELECT CAST(timezone('UTC', min(coating_start)) AS DATE) FROM coated) AND $day
+    GROUP BY b.roll_id
 )
 SELECT k.cell_id, k.line, k.grade, k.roll_id, c.station, c.coating_start, c.coating_end,
        l.areal_loading_mean, l.samples
