@@ -76,3 +76,41 @@ def test_unknown_engine_is_one_line(tmp_path):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [
         "gigapulse: error: --engines: unknown duckdb, spark (choose from gigapulse, chDB, Polars, naive DuckDB)"]
+
+
+class _Engine:
+    """Answers every query with ``table`` after ``delay`` seconds, or raises ``error``."""
+
+    def __init__(self, name: str, table: pa.Table, delay: float = 0.0, error: Exception | None = None):
+        self.name, self.table, self.delay, self.error, self.calls = name, table, delay, error, 0
+
+    def run(self, query, params):
+        import time
+
+        self.calls += 1
+        if self.error:
+            raise self.error
+        time.sleep(self.delay)
+        return self.table
+
+
+def test_only_checked_answers_are_timed(monkeypatch):
+    from gigapulse.bench import warehouse as W
+
+    monkeypatch.setattr(W, "LONG_RUN_S", 0.05)
+    columns = sorted({c for key in W.KEYS.values() for c in key})
+    good = pa.table({c: ["x"] for c in columns})
+    wrong = pa.table({c: ["y"] for c in columns})
+    engines = [_Engine("gigapulse", good), _Engine("chDB", wrong), _Engine("Polars", good, error=RuntimeError("boom")),
+               _Engine("naive DuckDB", good, delay=0.06)]
+    params = {q: {} for q in QUERIES}
+    res = W.run_queries(engines, params, runs=2)
+    for q in QUERIES:
+        assert len(res[q]["gigapulse"]["seconds"]["runs"]) == 2
+        assert "row(s) missing" in res[q]["chDB"]["mismatch"] and "seconds" not in res[q]["chDB"]
+        assert res[q]["Polars"]["error"] == "RuntimeError: boom"
+        naive = res[q]["naive DuckDB"]
+        assert naive["single_run"] and len(naive["seconds"]["runs"]) == 1 and naive["ratio"]["median"] > 1
+    assert engines[1].calls == len(QUERIES)  # a wrong answer is never run again
+    assert engines[3].calls == len(QUERIES)  # nor one past the long-run limit
+    assert engines[0].calls == 3 * len(QUERIES)
