@@ -114,3 +114,18 @@ def test_only_checked_answers_are_timed(monkeypatch):
     assert engines[1].calls == len(QUERIES)  # a wrong answer is never run again
     assert engines[3].calls == len(QUERIES)  # nor one past the long-run limit
     assert engines[0].calls == 3 * len(QUERIES)
+
+
+def test_a_missing_peer_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    from gigapulse.bench import warehouse as W
+    from gigapulse.bench import warehouse_peers as P
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "chdb" else real(name, *a))
+    assert P.missing_peers() == {"chdb": "chdb is not installed: pip install -e .[bench]"}
+    opts = W.WarehouseOptions(engines=("chDB", "Polars"))
+    engines, skipped = W._engines(opts, tmp_path)
+    assert [e.name for e in engines] == ["Polars"]
+    assert skipped == {"chDB": "chdb is not installed: pip install -e .[bench]"}
