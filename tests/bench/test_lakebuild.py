@@ -61,8 +61,8 @@ def test_the_lake_does_not_depend_on_the_workers_and_closes_the_last_window(plan
     assert one.frames_dropped == two.frames_dropped > 0
     a, b = _summary(tmp_path / "one"), _summary(tmp_path / "two")
     assert a[0][0] == b[0][0] and a[0][1] == pytest.approx(b[0][1]) and a[1:] == b[1:]
-    # The last checkpoint falls on the last tick: it still takes the last messages and closes
-    # every window, so the minute before the end has its features.
+    # A checkpoint interval ends on the last tick: the final checkpoint still takes the last
+    # messages and closes every window, so the minute before the end has its features.
     assert a[1][2] == datetime(2026, 1, 6, 0, 0, tzinfo=UTC)
     assert a[1][1] == a[0][0]  # every reading is in exactly one 1-minute window
     assert a[2][0] == a[2][1]  # event ids unique within one build
