@@ -11,7 +11,8 @@
 2. **Run the query set.** Each engine (:mod:`gigapulse.bench.warehouse_peers`) answers each query
    once untimed (warm caches, as an analyst's second query meets them); that answer must equal
    gigapulse's (same keys, numbers within 1e-7 relative) or the engine's times for that query are
-   not reported. Then ``--runs`` timed runs: median and min–max spread, and the ratio to gigapulse
+   not reported. Then ``--runs`` timed runs, round the engines (run 1 of each, run 2 ...): median
+   and min–max spread, and the ratio to gigapulse per run
    (a checked run longer than a minute is reported alone: the naive peer's window functions over
    100M readings take that long).
 
@@ -254,8 +255,28 @@ def _engines(opts: WarehouseOptions, root: Path) -> tuple[list[Any], dict[str, s
     return engines, skipped
 
 
+def _checked_run(engine: Any, name: str, params: dict[str, Any], reference: pa.Table | None) -> tuple[dict, Any]:
+    """One untimed run: its rows and, for a peer, how its answer differs from gigapulse's (None: same)."""
+    r: dict[str, Any] = {}
+    try:
+        t0 = time.perf_counter()
+        answer = engine.run(name, params)
+        r["first_s"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - a peer's failure is a result, not the bench's end
+        r["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        return r, None
+    r["rows"] = answer.num_rows
+    if reference is not None:
+        r["mismatch"] = compare_answers(name, reference, answer)
+    return r, answer
+
+
 def run_queries(engines: list[Any], params: dict[str, dict[str, Any]], runs: int) -> dict[str, dict[str, Any]]:
-    """Per query and engine: rows, the check against gigapulse, and the timed runs."""
+    """Per query and engine: rows, the check against gigapulse, and the timed runs.
+
+    The timed runs go round the engines (run 1 of each, then run 2 ...), so a noisy neighbour hits
+    them alike and the per-run ratio to gigapulse holds; gigapulse is first in ``engines``.
+    """
     from transforms.warehouse.queries import QUERIES
 
     out: dict[str, dict[str, Any]] = {}
@@ -264,25 +285,18 @@ def run_queries(engines: list[Any], params: dict[str, dict[str, Any]], runs: int
         for name in QUERIES:
             res = out[name] = {}
             reference = None
+            timed = []
             for engine in engines:
-                bar.update(task, info=f"{name} · {engine.name}")
-                r: dict[str, Any] = {}
-                try:
-                    t0 = time.perf_counter()
-                    answer = engine.run(name, params[name])
-                    r["first_s"] = time.perf_counter() - t0
-                except Exception as exc:  # noqa: BLE001 - a peer's failure is a result, not the bench's end
-                    r["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                    res[engine.name] = r
-                    bar.advance(task, runs + 1)
-                    continue
+                bar.update(task, info=f"{name} · {engine.name} (checked run)")
+                r, answer = _checked_run(engine, name, params[name], reference)
+                res[engine.name] = r
                 bar.advance(task)
-                r["rows"] = answer.num_rows
                 if reference is None:
+                    if answer is None:
+                        raise BenchError(f"{name} failed on gigapulse, whose answer every peer is checked "
+                                         f"against: {r['error']}")
                     reference = answer
-                else:
-                    r["mismatch"] = compare_answers(name, reference, answer)
-                if r.get("mismatch"):
+                if r.get("error") or r.get("mismatch"):
                     bar.advance(task, runs)
                 elif r["first_s"] > LONG_RUN_S:
                     # A naive peer can take minutes per query at 100M: its one run says enough.
@@ -290,14 +304,17 @@ def run_queries(engines: list[Any], params: dict[str, dict[str, Any]], runs: int
                     r["single_run"] = True
                     bar.advance(task, runs)
                 else:
-                    times = []
-                    for _ in range(runs):
-                        t0 = time.perf_counter()
-                        engine.run(name, params[name])
-                        times.append(time.perf_counter() - t0)
-                        bar.advance(task)
-                    r["seconds"] = spread(times)
-                res[engine.name] = r
+                    timed.append(engine)
+                    r["times"] = []
+            for i in range(runs):
+                for engine in timed:
+                    bar.update(task, info=f"{name} · {engine.name} (run {i + 1}/{runs})")
+                    t0 = time.perf_counter()
+                    engine.run(name, params[name])
+                    res[engine.name]["times"].append(time.perf_counter() - t0)
+                    bar.advance(task)
+            for engine in timed:
+                res[engine.name]["seconds"] = spread(res[engine.name].pop("times"))
     for res in out.values():
         ours = res.get("gigapulse", {}).get("seconds")
         for engine_name, r in res.items():

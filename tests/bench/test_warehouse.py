@@ -129,3 +129,14 @@ def test_a_missing_peer_is_one_line_naming_the_extra(monkeypatch, tmp_path):
     engines, skipped = W._engines(opts, tmp_path)
     assert [e.name for e in engines] == ["Polars"]
     assert skipped == {"chDB": "chdb is not installed: pip install -e .[bench]"}
+
+
+def test_gigapulse_failing_stops_the_bench():
+    from gigapulse.bench import warehouse as W
+    from gigapulse.bench.harness import BenchError
+
+    engines = [_Engine("gigapulse", pa.table({"x": [1]}), error=RuntimeError("no catalog")),
+               _Engine("Polars", pa.table({"x": [1]}))]
+    with pytest.raises(BenchError, match="failed on gigapulse, whose answer every peer is checked against: "
+                                         "RuntimeError: no catalog"):
+        W.run_queries(engines, {q: {} for q in QUERIES}, runs=1)
