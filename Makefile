@@ -45,6 +45,7 @@ bench: $(STAMP) ## Run every benchmark (see docs/BENCHMARKS.md)
 	$(BIN)/gigapulse bench stream
 	$(BIN)/gigapulse bench freshness
 	$(BIN)/gigapulse bench recovery
+	$(BIN)/gigapulse bench warehouse
 
 clean: ## Remove local data (var/), keep the venv and the Kafka cache
 	rm -rf var

@@ -36,6 +36,7 @@ from schemas.topics import key_partition
 from transforms import health as worker_health
 from transforms.assets import AssetSnapshot
 from transforms.checkpoint import CheckpointError
+from transforms.faust_transport import App as FaustApp
 from transforms.partitions import (
     DeadLettersPartition,
     EventsPartition,
@@ -246,8 +247,9 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     ``asset_rejects`` are the asset topic's refused records found at start-up: the worker sends them
     to the dead-letter topic once it runs (see :mod:`transforms.assets`).
     """
-    app = faust.App(
+    app = FaustApp(
         settings.group_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=f"kafka://{bootstrap.split(',')[0]}" if "," not in bootstrap else
         ";".join(f"kafka://{b}" for b in bootstrap.split(",")),
         value_serializer="raw",

@@ -48,6 +48,9 @@ class StreamSettings(BaseSettings):
     flush_seconds: float = Field(0.5, gt=0, description="Checkpoint (write Parquet, commit) at least this often.")
     flush_rows: int = Field(500_000, ge=1, description="Checkpoint when this many readings are buffered.")
     microbatch_rows: int = Field(20_000, ge=1, description="Readings decoded before features are computed.")
+    fetch_max_wait_ms: int = Field(100, ge=1, le=1500, description="Longest a consumer fetch waits for data. "
+                                   "Faust's 1500 ms held busy partitions' records behind idle ones' fetch "
+                                   "(docs/stream.md, freshness).")
     publish_features: bool = Field(True, description="Also publish features to the features.*.v1 topics.")
     checkpoints_in_flight: int = Field(2, ge=1, le=16, description="Checkpoints being written in the "
                                        "background before intake waits for the writer (bounds memory).")

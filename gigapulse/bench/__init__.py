@@ -1,4 +1,4 @@
-"""The benchmark harness behind ``gigapulse bench ingest|stream|freshness|recovery``.
+"""The benchmark harness behind ``gigapulse bench ingest|stream|freshness|recovery|warehouse``.
 
 A figure is only worth quoting if someone else can reproduce it and knows what it was compared
 with, so every bench here follows the same rules (see docs/BENCHMARKS.md):
@@ -19,7 +19,9 @@ worker: wall time from process start to exit, peak RSS by polling.
 One module per concern: :mod:`~gigapulse.bench.report` (spread, markdown, environment, JSON),
 :mod:`~gigapulse.bench.harness` (private broker, topics, measured children),
 :mod:`~gigapulse.bench.workloads` (the ingest path into bench topics), one module per bench, and
-:mod:`~gigapulse.bench.peers`. The names the CLI uses are re-exported here.
+:mod:`~gigapulse.bench.peers`. The warehouse bench needs no broker: :mod:`~gigapulse.bench.lakebuild`
+feeds the simulator straight into the stream's partition processors, and its peers (chDB, Polars,
+a naive DuckDB) are in :mod:`~gigapulse.bench.warehouse_peers`. The names the CLI uses are re-exported here.
 """
 
 
@@ -29,6 +31,7 @@ from gigapulse.bench.ingest import IngestOptions, run_ingest
 from gigapulse.bench.recovery import RecoveryOptions, run_recovery
 from gigapulse.bench.report import TARGETS, emit
 from gigapulse.bench.stream import StreamOptions, run_stream
+from gigapulse.bench.warehouse import WarehouseOptions, run_warehouse
 
-__all__ = ["TARGETS", "BenchError", "FreshnessOptions", "IngestOptions", "RecoveryOptions", "StreamOptions", "emit",
-           "run_freshness", "run_ingest", "run_recovery", "run_stream"]
+__all__ = ["TARGETS", "BenchError", "FreshnessOptions", "IngestOptions", "RecoveryOptions", "StreamOptions",
+           "WarehouseOptions", "emit", "run_freshness", "run_ingest", "run_recovery", "run_stream", "run_warehouse"]

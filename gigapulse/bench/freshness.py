@@ -6,6 +6,7 @@ import bisect
 import contextlib
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -232,6 +233,9 @@ class Visibility:
             self.error = exc
 
 
+_INTAKE = re.compile(r"intake lag p50 ([\d.]+)s")
+
+
 def _percentile(values: list[float], q: float) -> float:
     import numpy as np
 
@@ -248,10 +252,11 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
               new_topic(bb.bootstrap, "fresh.events", 3), new_topic(bb.bootstrap, "fresh.dlq", 1))
     data_dir = bb.scratch("fresh")
     env = child_env(bb, GIGAPULSE_DATA_DIR=str(data_dir),
-                    GIGAPULSE_STREAM_GROUP_ID=f"bench-fresh-{uuid.uuid4().hex[:8]}")
+                    GIGAPULSE_STREAM_GROUP_ID=f"bench-fresh-{uuid.uuid4().hex[:8]}",
+                    GIGAPULSE_STREAM_LOG_EVERY_S="5")  # its intake lag, for the breakdown
     prefix = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
     cmd = [*prefix, "-m", "gigapulse.cli", "stream", "--readings-topic", topics[0],
-           "--events-topic", topics[1], "--dlq-topic", topics[2]]
+           "--events-topic", topics[1], "--dlq-topic", topics[2], "--loglevel", "info"]
     log = open(data_dir / "worker.log", "wb")  # noqa: SIM115 - closed in finally, after the child
     worker = psutil.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     compactor = None
@@ -334,6 +339,7 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
     window = min(60.0, opts.duration_s / 4)
     poll_first = [took for at, took in polls if at < measured_from + window]
     poll_last = [took for at, took in polls if at >= polls[-1][0] - window] if polls else []
+    intake = [float(m.group(1)) for m in _INTAKE.finditer((data_dir / "worker.log").read_text(errors="replace"))]
     delete_topics(bb.bootstrap, list(topics))
     shutil.rmtree(data_dir, ignore_errors=True)
     return {"frames": len(lat), "never_visible": never, "rate": produced_rate,
@@ -341,6 +347,8 @@ def freshness_once(bb: BenchBroker, opts: FreshnessOptions, plant, bar=None, lab
             "poll_p50_s": _percentile(vis.poll_times, 50), "worker_peak_rss_mib": peak_rss / MIB,
             "poll_first_p50_s": _percentile(poll_first, 50), "poll_last_p50_s": _percentile(poll_last, 50),
             "stage_samples": len(stages),
+            # The worker's own progress lines: Kafka timestamp to the worker taking the message.
+            "intake_p50_s": _percentile(intake[1:], 50),
             **{f"{name}_{q}_s": _percentile([st[i] for st in stages], pct)
                for i, name in ((1, "produce"), (2, "worker"), (3, "visible")) for q, pct in (("p50", 50), ("p99", 99))},
             "worker_cpu_pct": 100 * worker_cpu}
@@ -373,7 +381,7 @@ def run_freshness(opts: FreshnessOptions) -> dict[str, Any]:
                 profile_text = profile_top(opts.profile)
     stage_keys = [f"{n}_{q}_s" for n in ("produce", "worker", "visible") for q in ("p50", "p99")]
     res = {k: spread([r[k] for r in runs]) for k in ("p50_s", "p99_s", "max_s", "rate", "poll_p50_s",
-                                                     "poll_first_p50_s", "poll_last_p50_s",
+                                                     "poll_first_p50_s", "poll_last_p50_s", "intake_p50_s",
                                                      "worker_peak_rss_mib", "worker_cpu_pct", *stage_keys)}
     res["frames"] = [r["frames"] for r in runs]
     res["never_visible"] = [r["never_visible"] for r in runs]
@@ -393,7 +401,8 @@ def run_freshness(opts: FreshnessOptions) -> dict[str, Any]:
             *[[f"{label} p50 / p99 s", f"{fmt_spread(res[f'{key}_p50_s'], 2)} / {fmt_spread(res[f'{key}_p99_s'], 2)}",
                note] for key, label, note in (
                 ("produce", "stage: reading ts → broker ack", "encode, producer linger, broker append"),
-                ("worker", "stage: ack → lake file written", "worker intake, batch up to the flush, Parquet write"),
+                ("worker", "stage: ack → lake file written", "worker intake, batch up to the flush, Parquet write; "
+                 f"of which intake (Kafka ts → worker) p50 {fmt_spread(res['intake_p50_s'], 2)} s"),
                 ("visible", "stage: file → seen by a query", "checkpoint commit, poll interval, DuckDB query"))],
             ["worker peak RSS MiB", fmt_spread(res["worker_peak_rss_mib"], 0), ""],
             ["worker CPU, % of one core", fmt_spread(res["worker_cpu_pct"], 0), "while measured"]]

@@ -109,3 +109,43 @@ def bench_recovery(
 
     opts = bench.RecoveryOptions(runs=runs, rate=rate, instance_ids=instance_ids, timeout_s=timeout, seed=seed)
     bench.emit(bench.run_recovery(opts), out)
+
+
+@bench_app.command("warehouse")
+def bench_warehouse(
+    readings: Annotated[int, typer.Option(min=10_000, help="Readings in the lake (the reference plant at its "
+                                                           "nominal rates: 100M is about five simulated hours).")]
+    = 100_000_000,
+    runs: RunsOpt = 3,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the lake again even if a cached one matches.")]
+    = False,
+    workers: Annotated[int, typer.Option(min=1, max=6, help="Processes that build the lake.")] = 2,
+    engines: Annotated[str, typer.Option(help="Comma-separated engines to run (gigapulse always runs).")]
+    = "gigapulse,chDB,Polars,naive DuckDB",
+    cache: Annotated[Path, typer.Option(help="Where built lakes are kept (warehouse-<readings>/ under it).")]
+    = Path("var/bench"),
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/warehouse.json"),
+):
+    """The warehouse query set over a lake of --readings readings: gigapulse beside chDB, Polars and naive DuckDB.
+
+    Builds the lake once without Kafka (simulator → the stream's partition processors → Parquet),
+    compacts it, caches it under --cache, then times every query of the set on every engine, each
+    answer checked against gigapulse's first.
+    """
+    from gigapulse import bench
+    from gigapulse.cli.common import UserError
+
+    known = ("gigapulse", "chDB", "Polars", "naive DuckDB")
+    chosen = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = [e for e in chosen if e not in known]
+    if unknown:
+        raise UserError(f"--engines: unknown {', '.join(unknown)} (choose from {', '.join(known)})")
+    chosen = ["gigapulse"] + [e for e in known[1:] if e in chosen]
+    opts = bench.WarehouseOptions(readings=readings, runs=runs, rebuild=rebuild, workers=workers, seed=seed,
+                                  cache=cache, engines=tuple(chosen))
+    try:
+        report = bench.run_warehouse(opts)
+    except bench.BenchError as exc:
+        raise UserError(str(exc)) from None
+    bench.emit(report, out)

@@ -127,7 +127,11 @@ def health(
 @app.command()
 def warehouse(
 ):
-    """(Re)build the DuckDB catalog: views over every lake table (the only writer of the file)."""
+    """Publish the DuckDB catalog of the lake's current compaction generation (views and macros).
+
+    Built in a new file and renamed over the old one, so readers never wait; `gigapulse lake compact`
+    does this too after each step. Needed once on a new lake, and after the sensors table's first file.
+    """
     from transforms.settings import DataSettings
     from transforms.warehouse import build_catalog
 
