@@ -384,3 +384,19 @@ def test_the_notebook_helper_of_the_docs_answers(simulated_warehouse, tmp_path, 
     assert len(frame) > 0 and set(frame.columns) == {"line", "n"}
     last_call = "q(" + code.rsplit("\n\nq(", 1)[1]
     assert len(eval(last_call, namespace)) > 0
+
+
+def test_the_python_example_of_the_docs_answers(simulated_warehouse, tmp_path, monkeypatch):
+    """docs/warehouse.md, "Python": DuckDB to pandas, Polars and pyarrow, run as written."""
+    pytest.importorskip("polars")  # the bench extra, which make install installs
+    text = (REPO / "docs" / "warehouse.md").read_text()
+    section = text[text.index("### Python: DuckDB, pandas, Polars"):]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start:section.index("```\n", start)]
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "gigapulse.duckdb").symlink_to(simulated_warehouse)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "warehouse.md", "exec"), namespace)
+    assert len(namespace["quality"]) > 0 and len(namespace["coating"]) > 0
+    assert namespace["sensors"].height > 0 and namespace["table"].num_rows > 0
