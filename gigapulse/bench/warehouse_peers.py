@@ -5,7 +5,7 @@
 * **chDB** (ClickHouse in-process) and **Polars** (lazy): the same questions written as each
   engine's users write them, over the *same* compacted Parquet files and the same tables (raw
   readings where gigapulse reads them, the stream's features where it reads those), with the same
-  filters and the same plan where the query file has one (q1's time bound from the 1-hour windows),
+  filters and the same plan where the query file has one (q1's time bound from the 1-minute windows),
   partition column included; q6 uses each engine's own as-of join (``join_asof``, ``ASOF JOIN``);
 * **naive DuckDB**: what a team without the platform would run: one unsorted Parquet dump of the
   raw readings and one of the raw events, in arrival order, with every feature (window
@@ -217,9 +217,9 @@ CHDB_SQL = {
         FROM @readings@
         WHERE line = {line:String}
           AND date >= (SELECT toDate(min(last_window)) FROM (SELECT max(window_start) AS last_window
-                       FROM @sensor_features_1h@ WHERE line = {line:String} GROUP BY sensor_id))
+                       FROM @sensor_features_1m@ WHERE line = {line:String} GROUP BY sensor_id))
           AND ts >= (SELECT min(last_window) FROM (SELECT max(window_start) AS last_window
-                     FROM @sensor_features_1h@ WHERE line = {line:String} GROUP BY sensor_id))
+                     FROM @sensor_features_1m@ WHERE line = {line:String} GROUP BY sensor_id))
         GROUP BY sensor_id, station, parameter, unit ORDER BY sensor_id""",
     "q2_minute_stats_of_station": f"""
         SELECT sensor_id, parameter, unit, window_start, `count` AS samples, mean, `max`
@@ -364,8 +364,8 @@ def _polars_queries(files: LakeFiles) -> dict[str, Callable[..., Any]]:
     col = pl.col
 
     def q1(line):
-        # The same bound as the query file: nothing before the oldest last 1-hour window of the line.
-        since = (scan("sensor_features_1h").filter(col("line") == line).group_by("sensor_id")
+        # The same bound as the query file: nothing before the oldest last 1-minute window of the line.
+        since = (scan("sensor_features_1m").filter(col("line") == line).group_by("sensor_id")
                  .agg(col("window_start").max()).select(col("window_start").min()).collect().item())
         readings = scan("readings").filter(col("line") == line)
         if since is not None:

@@ -153,17 +153,29 @@ def retention_cutoff(retention_days: int | None, newest: str | None) -> str | No
 
 # --------------------------------------------------------------------------- writing one compacted file
 
-def compaction_order(spec: TableSpec) -> tuple[str, ...]:
-    """Row order of a compacted file: sensor then time where the table has sensors, else time first.
+#: Tables whose compacted rows are grouped by UTC hour first: raw readings, the bulk of the lake, are
+#: mostly asked for a recent span (last values, the last hour of a station, a unit's time at a
+#: station). Measured on a 40M-reading day: the last values of a line's sensors over the last ten
+#: minutes took 0.60 s against 1.27 s sorted by sensor alone; one sensor over the whole day 0.030 s
+#: against 0.027 s.
+HOUR_FIRST = frozenset({"readings"})
 
-    Sorted this way, each row group holds few sensors and a short time span, so DuckDB skips row
-    groups on ``sensor_id = ...`` and on time ranges by their min/max statistics. The table's own
-    sort key follows, so that ties keep one fixed order and a rewrite gives the same rows.
+
+def compaction_order(spec: TableSpec) -> tuple[str, ...]:
+    """Row order of a compacted file, as SQL expressions.
+
+    Sensor then time where the table has sensors (``readings``: within each UTC hour), else time
+    first. Sorted this way each row group holds few sensors and a short time span, so DuckDB skips
+    row groups on ``sensor_id``/``station``/``line`` and on time ranges by their min/max
+    statistics. The table's own sort key follows, so that ties keep one fixed order and a rewrite
+    gives the same rows.
     """
     names = spec.file_schema.names
     time_col = next((c for c in ("ts", "window_start") if c in names), None)
-    lead = [c for c in ("sensor_id", time_col) if c and c in names]
-    return tuple(dict.fromkeys([*lead, *spec.sort_key]))
+    lead = [sql_ident(c) for c in ("sensor_id", time_col) if c and c in names]
+    if spec.name in HOUR_FIRST and time_col:
+        lead.insert(0, f"time_bucket(INTERVAL 1 HOUR, {sql_ident(time_col)})")
+    return tuple(dict.fromkeys([*lead, *(sql_ident(c) for c in spec.sort_key)]))
 
 
 def _file_types(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> list[tuple[str, str]]:
@@ -189,7 +201,7 @@ def write_compacted(spec: TableSpec, inputs: list[Path], target: Path, threads: 
         con.execute("SET preserve_insertion_order = true")
         con.execute("SET TimeZone = 'UTC'")
         cols = ", ".join(f"CAST({sql_ident(n)} AS {t}) AS {sql_ident(n)}" for n, t in _file_types(con, spec))
-        order = ", ".join(sql_ident(c) for c in compaction_order(spec))
+        order = ", ".join(compaction_order(spec))
         files = "[" + ", ".join(sql_string(p.as_posix()) for p in inputs) + "]"
         con.execute(
             f"COPY (SELECT {cols} FROM read_parquet({files}, union_by_name = true, hive_partitioning = false) "

@@ -104,17 +104,21 @@ def test_compaction_merges_committed_files_and_keeps_every_row(lake, tmp_path):
     assert readings.covered_files == report.hot_files_merged
 
 
-def test_compacted_rows_are_sorted_by_sensor_then_time(lake, tmp_path):
+def test_compacted_readings_are_sorted_by_hour_then_sensor_then_time(lake, tmp_path):
     db = tmp_path / "gigapulse.duckdb"
     make_lake(lake)
     for p in (0, 1):
         set_checkpoint(lake, p, 12 * BATCH)
     compact(lake, db, grace_s=3600)
+    hours = set()
     for rel in load_manifest(lake).files["readings"].values():
         t = pq.read_table(lake / rel)
-        keys = list(zip(t["sensor_id"].to_pylist(), t["ts"].to_pylist(), strict=True))
+        keys = [(ts.replace(minute=0, second=0, microsecond=0), s, ts)
+                for s, ts in zip(t["sensor_id"].to_pylist(), t["ts"].to_pylist(), strict=True)]
         assert keys == sorted(keys)
+        hours |= {k[0] for k in keys}
         assert pq.ParquetFile(lake / rel).metadata.row_group(0).column(0).statistics.has_min_max
+    assert len(hours) == 3  # 22:00, 23:00 and 00:00
 
 
 def test_collection_after_grace_deletes_merged_files_and_answers_stay_exact(lake, tmp_path):
