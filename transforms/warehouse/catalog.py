@@ -17,7 +17,6 @@ New hot files are visible at once, without a new catalog.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -261,19 +260,13 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, manifest: Mani
 
 # --------------------------------------------------------------------------- the catalog file
 
-def _connect(db_path: Path, read_only: bool, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
-    """Open the catalog, waiting out another process's lock (a rebuild, or readers during one)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            con = duckdb.connect(str(db_path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)
-            continue
-        con.execute("SET TimeZone = 'UTC'")
-        return con
+def _connect(db_path: Path, read_only: bool = True, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """Open the catalog read-only (the only way it is opened once published): see :func:`.reader.connect`."""
+    from transforms.warehouse.reader import connect
+
+    if not read_only:
+        raise ValueError("the catalog is never opened read-write: publish_catalog() builds a new file")
+    return connect(db_path, wait_s)
 
 
 def catalog_generation(db_path: Path) -> int | None:

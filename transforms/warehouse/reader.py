@@ -128,7 +128,8 @@ def connect(db_path: Path, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnec
     """Open the warehouse read-only, in UTC; never creates the file.
 
     A missing file raises :class:`FileNotFoundError` (DuckDB would otherwise report a read-only
-    open of a missing database). A lock held by a writer is waited out for ``wait_s`` seconds.
+    open of a missing database). A lock held by a writer is waited out for ``wait_s`` seconds
+    (the catalog is only ever replaced by rename, but an older gigapulse wrote it in place).
     """
     db_path = Path(db_path)
     if not db_path.is_file():
@@ -143,6 +144,9 @@ def connect(db_path: Path, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnec
             time.sleep(0.05)
             continue
         con.execute("SET TimeZone = 'UTC'")
+        # Footers of the compacted files are read once per connection instead of at every query
+        # (DuckDB re-validates a cached footer against the file, so a replaced file is re-read).
+        con.execute("SET parquet_metadata_cache = true")
         return con
 
 
