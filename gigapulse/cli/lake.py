@@ -94,8 +94,14 @@ def compact(
         return
     interval = LakeSettings().interval_s
     log.info("compacting every %g s (Ctrl-C stops)", interval)
+    data, _ = _settings()
     while True:
         started = time.monotonic()
+        if not data.lake_root.is_dir():
+            # A stack starting up: the stream creates the lake with its first checkpoint.
+            log.info("no lake at %s yet; waiting for the stream", data.lake_root)
+            time.sleep(interval)
+            continue
         _print_report(_run(False, table, grace_s))
         if rollups:
             _refresh_rollups()

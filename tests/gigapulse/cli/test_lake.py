@@ -60,13 +60,15 @@ def test_bad_input_is_one_line(tmp_path):
 
 
 def test_compact_loop_runs_steps_until_stopped(tmp_path):
-    """What the compose service lake-maintenance runs."""
-    make_lake(tmp_path / "lake", batches=2)
-    for p in (0, 1):
-        set_checkpoint(tmp_path / "lake", p, 2 * BATCH)
+    """What the compose service lake-maintenance runs: it may start before the stream made the lake."""
     proc = subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "lake", "compact", "--loop"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "GIGAPULSE_DATA_DIR": str(tmp_path), "GIGAPULSE_LAKE_INTERVAL_S": "0.3"})
+    time.sleep(2)  # the loop waits for a lake instead of stopping
+    assert proc.poll() is None
+    make_lake(tmp_path / "lake", batches=2)
+    for p in (0, 1):
+        set_checkpoint(tmp_path / "lake", p, 2 * BATCH)
     steps: list[str] = []
     deadline = time.monotonic() + 90
     while len(steps) < 3 and time.monotonic() < deadline:
