@@ -27,10 +27,10 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -101,16 +101,17 @@ def tmp_name(final_name: str) -> str:
     return f".{final_name}.{uuid.uuid4().hex}.tmp"
 
 
-def write_parquet_atomic(path: Path, table: pa.Table, compression: str = "zstd") -> Path:
-    """Write ``table`` to ``path`` so that readers see either the old file or the complete new one.
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Create ``path`` so that readers (and a crash) see either the old file or the complete new one.
 
-    The writer options are fixed and the footer holds no clock, so the same table gives the same bytes.
+    ``write`` fills a temporary file no reader's glob matches; it is fsync'd, renamed over ``path``
+    and the directory fsync'd. On any failure the temporary file is removed.
     """
     make_dirs_durable(path.parent)
     tmp = path.parent / tmp_name(path.name)
     try:
         with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=compression, write_statistics=True)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -119,6 +120,14 @@ def write_parquet_atomic(path: Path, table: pa.Table, compression: str = "zstd")
         raise
     fsync_dir(path.parent)
     return path
+
+
+def write_parquet_atomic(path: Path, table: pa.Table, compression: str = "zstd") -> Path:
+    """Write ``table`` to ``path`` atomically (:func:`write_atomic`).
+
+    The writer options are fixed and the footer holds no clock, so the same table gives the same bytes.
+    """
+    return write_atomic(path, lambda f: pq.write_table(table, f, compression=compression, write_statistics=True))
 
 
 def _is_dictionary_of(actual: pa.DataType, logical: pa.DataType) -> bool:

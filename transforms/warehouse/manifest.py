@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from transforms.lake import fsync_dir, make_dirs_durable, tmp_name
+from transforms.lake import make_dirs_durable, write_atomic
 
 MANIFEST_DIR = "_manifest"
 MANIFEST_FILE = "manifest.json"
@@ -136,19 +136,8 @@ def load_manifest(lake_root: Path) -> Manifest:
 
 def commit_manifest(lake_root: Path, manifest: Manifest) -> None:
     """Replace the manifest atomically and durably: the commit point of a maintenance step."""
-    path = manifest_path(lake_root)
-    make_dirs_durable(path.parent)
-    tmp = path.parent / tmp_name(path.name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(manifest.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    data = manifest.to_json()
+    write_atomic(manifest_path(lake_root), lambda f: f.write(data))
 
 
 def mark_published(manifest: Manifest, generation: int, at: datetime) -> Manifest:
