@@ -44,10 +44,8 @@ import importlib
 import io
 import logging
 import math
-import os
 import pickle
 import typing
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +57,8 @@ import pyarrow as pa
 from schemas import tables as T
 from schemas.contracts import DeadLetter
 from transforms import features as F
-from transforms.lake import fsync_dir, parse_file_name
+from transforms import lake
+from transforms.lake import parse_file_name
 
 if TYPE_CHECKING:
     from transforms.partitions import _Partition
@@ -396,14 +395,7 @@ def _migrate_legacy(path: Path, kind: type) -> tuple[int, dict[str, Any]]:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so a reader (or a crash) sees the old file or the new one whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    lake.write_atomic(path, lambda fh: fh.write(data))
 
 
 def drop_uncommitted(lake_root: Path, topic: str, partition: int, next_offset: int) -> int:

@@ -107,10 +107,10 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     ``write`` fills a temporary file no reader's glob matches; it is fsync'd, renamed over ``path``
     and the directory fsync'd. On any failure the temporary file is removed.
     """
-    make_dirs_durable(path.parent)
     tmp = path.parent / tmp_name(path.name)
+    f = _open_new(tmp)
     try:
-        with open(tmp, "wb") as f:
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -120,6 +120,23 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def _open_new(tmp: Path, attempts: int = 5) -> BinaryIO:
+    """Open ``tmp`` for writing, creating its directory; again if the directory vanished meanwhile.
+
+    The lake's collector removes empty ``date=`` directories while the stream writes, so a directory
+    created here can be gone before the file is opened in it. Once the temporary file exists the
+    directory is not empty and stays.
+    """
+    for attempt in range(attempts):
+        make_dirs_durable(tmp.parent)
+        try:
+            return open(tmp, "wb")
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def write_parquet_atomic(path: Path, table: pa.Table, compression: str = "zstd") -> Path:

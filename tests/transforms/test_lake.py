@@ -121,6 +121,36 @@ def test_a_failed_rename_leaves_no_file_and_a_retry_writes_the_batch(tmp_path, m
     assert [p.name for p in w.write(TOPIC, 0, 0, 9, readings(range(10)))] == [file_name(TOPIC, 0, 0, 9)]
 
 
+def test_a_date_directory_removed_by_the_collector_mid_write_is_recreated(tmp_path, monkeypatch):
+    """The lake collector prunes empty date= directories while the stream writes (a CI run caught it)."""
+    w = writer(tmp_path)
+    real = lake.make_dirs_durable
+    races = []
+
+    def create_then_lose(path):
+        real(path)
+        if len(races) < 2:  # the collector wins the race twice in a row
+            races.append(path)
+            path.rmdir()
+
+    monkeypatch.setattr(lake, "make_dirs_durable", create_then_lose)
+    [written] = w.write(TOPIC, 0, 0, 9, readings(range(10)))
+    assert len(races) == 2 and written.name == file_name(TOPIC, 0, 0, 9)
+    assert count_in_duckdb(tmp_path) == (10, 10)
+
+
+def test_a_directory_that_keeps_vanishing_is_an_error_not_a_loop(tmp_path, monkeypatch):
+    real = lake.make_dirs_durable
+
+    def always_lose(path):
+        real(path)
+        path.rmdir()
+
+    monkeypatch.setattr(lake, "make_dirs_durable", always_lose)
+    with pytest.raises(FileNotFoundError):
+        writer(tmp_path).write(TOPIC, 0, 0, 9, readings(range(10)))
+
+
 def test_content_does_not_depend_on_row_order_and_a_rewrite_gives_the_same_bytes(tmp_path):
     [pa_] = writer(tmp_path / "a").write(TOPIC, 0, 0, 9, readings(range(10)))
     [pb] = writer(tmp_path / "b").write(TOPIC, 0, 0, 9, readings(reversed(range(10))))
