@@ -7,42 +7,12 @@ the platform (rollups, audits, readiness, material loss, data quality) join it h
 
 # No ``from __future__ import annotations``: Dagster inspects the asset's parameter annotations
 # (context, resources) as real types when the decorator runs.
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import dagster as dg
+
+from orchestration.resources import WarehousePaths, WarehouseResource
 
 #: Run tag the compose instance limits to one run at a time (infra/dagster/dagster.yaml).
 DUCKDB_WRITER_TAG = "gigapulse/duckdb_writer"
-
-
-@dataclass(frozen=True)
-class WarehousePaths:
-    """Where the Parquet lake lives and which DuckDB file catalogs it."""
-
-    lake_root: Path
-    db_path: Path
-
-
-class WarehouseResource(dg.ConfigurableResource):
-    """The lake and the DuckDB file, shared by every asset that reads or catalogs the warehouse.
-
-    Unset paths follow ``GIGAPULSE_DATA_DIR`` (``/data`` in docker-compose), the directory the stream
-    workers write to, and fall back to ``var/`` for a laptop. The variable is read when a run asks for
-    the paths, not when the definitions are imported, so one code location serves both.
-    """
-
-    lake_root: str | None = None
-    db_path: str | None = None
-
-    def paths(self) -> WarehousePaths:
-        """The resolved paths for this run."""
-        data_dir = Path(os.environ.get("GIGAPULSE_DATA_DIR") or "var")
-        return WarehousePaths(
-            lake_root=Path(self.lake_root) if self.lake_root else data_dir / "lake",
-            db_path=Path(self.db_path) if self.db_path else data_dir / "gigapulse.duckdb",
-        )
 
 
 @dg.asset(group_name="warehouse", kinds={"duckdb", "parquet"})
@@ -149,9 +119,14 @@ warehouse_catalog_every_15_minutes = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
 
-defs = dg.Definitions(
+_core = dg.Definitions(
     assets=[warehouse_catalog, lake_compaction, lake_rollups],
     jobs=[warehouse_catalog_job, lake_compaction_job],
     schedules=[warehouse_catalog_every_15_minutes, lake_compaction_every_5_minutes],
     resources={"warehouse": WarehouseResource()},
 )
+
+#: The code location: the core definitions above, merged with each domain's ``defs``.
+defs = dg.Definitions.merge(_core)
+
+__all__ = ["DUCKDB_WRITER_TAG", "WarehousePaths", "WarehouseResource", "defs"]

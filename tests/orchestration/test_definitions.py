@@ -100,7 +100,10 @@ def test_warehouse_paths_follow_the_data_dir(monkeypatch, tmp_path):
 
     monkeypatch.delenv("GIGAPULSE_DATA_DIR")
     paths = WarehouseResource().paths()
-    assert (paths.lake_root, paths.db_path) == (Path("var/lake"), Path("var/gigapulse.duckdb"))
+    # One default data directory with the stream workers: var/ of the checkout, wherever the run starts.
+    from transforms.settings import DataSettings
+    assert (paths.lake_root, paths.db_path) == (DataSettings().lake_root, DataSettings().db_path)
+    assert paths.lake_root.is_absolute()
 
     explicit = WarehouseResource(lake_root="/l", db_path="/w.duckdb").paths()
     assert (explicit.lake_root, explicit.db_path) == (Path("/l"), Path("/w.duckdb"))
