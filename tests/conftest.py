@@ -80,3 +80,12 @@ def simulated_warehouse(tmp_path_factory) -> Path:
     from tests.simulated_lake import build_simulated_lake
 
     return build_simulated_lake(tmp_path_factory.mktemp("simulated"))
+
+
+@pytest.fixture(scope="session")
+def two_plant_warehouse(tmp_path_factory) -> Path:
+    """The warehouse file of a lake holding the reference plant and the legacy plant side by side
+    (source partitions 0 and 1), as the batch side's audits and scores compare them; read-only use only."""
+    from tests.simulated_lake import build_simulated_lake
+
+    return build_simulated_lake(tmp_path_factory.mktemp("two_plants"), plants=("reference", "legacy"))

@@ -34,17 +34,40 @@ def simulation_start(seconds: float, now: datetime | None = None) -> datetime:
     return max(start, now.replace(hour=0, minute=0, second=0, microsecond=0))
 
 
-def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7) -> Path:
-    """Write ``seconds`` of the reference plant into ``data_dir/lake`` and build
-    ``data_dir/gigapulse.duckdb`` over it; returns the warehouse file."""
-    plant = load_plant("reference")
+def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7,
+                         plants: tuple[str, ...] = ("reference",)) -> Path:
+    """Write ``seconds`` of each plant into ``data_dir/lake`` and build ``data_dir/gigapulse.duckdb``
+    over it; returns the warehouse file. Each plant is one source partition of each topic, as two
+    plants' gateways keyed by site land on different partitions."""
     lake = Path(data_dir) / "lake"
     settings = StreamSettings(publish_features=False)
-    readings = P.ReadingsPartition("plant.readings.v1", 0, lake, settings, plant.by_id)
-    events = P.EventsPartition("plant.events.v1", 0, lake, settings)
+    start = simulation_start(seconds)
+    dead: list = []
+    sensors = []
+    for partition, name in enumerate(plants):
+        plant = load_plant(name)
+        sensors += plant.sensors
+        dead += _simulate_into(lake, settings, plant, partition, seconds, seed, start)
+    # The app sends refusals to plant.dlq.v1; its dead-letter partition lands them.
+    letters = P.DeadLettersPartition("plant.dlq.v1", 0, lake, settings)
+    for offset, letter in enumerate(dead):
+        letters.add(offset, None, encode(letter))
+    letters.checkpoint(final=True)
+    write_sensors(lake, sensors)
+    refresh_rollups(lake_sources(lake), lake)  # what `gigapulse lake rollup` does
+    db = Path(data_dir) / "gigapulse.duckdb"
+    build_catalog(lake, db)
+    return db
+
+
+def _simulate_into(lake: Path, settings: StreamSettings, plant, partition: int, seconds: float, seed: int,
+                   start: datetime) -> list:
+    """One plant's readings and events through the stream's partition processors; returns dead letters."""
+    readings = P.ReadingsPartition("plant.readings.v1", partition, lake, settings, plant.by_id)
+    events = P.EventsPartition("plant.events.v1", partition, lake, settings)
     dead: list = []
     r_off = e_off = 0
-    sim = PlantSimulator(plant, seed=seed, start=simulation_start(seconds))
+    sim = PlantSimulator(plant, seed=seed, start=start)
     for i, tick in enumerate(sim.run(seconds)):
         for frame in tick.frames:
             readings.add(r_off, None, frame.encode())
@@ -58,19 +81,10 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
         if i % 10 == 0:
             readings.add(r_off, None, BAD_READING)
             r_off += 1
-            for partition in (readings, events):
-                result = partition.checkpoint()
+            for part in (readings, events):
+                result = part.checkpoint()
                 dead += result.dead_letters if result else []
-    for partition in (readings, events):
-        result = partition.checkpoint(final=True)
+    for part in (readings, events):
+        result = part.checkpoint(final=True)
         dead += result.dead_letters if result else []
-    # The app sends refusals to plant.dlq.v1; its dead-letter partition lands them.
-    letters = P.DeadLettersPartition("plant.dlq.v1", 0, lake, settings)
-    for offset, letter in enumerate(dead):
-        letters.add(offset, None, encode(letter))
-    letters.checkpoint(final=True)
-    write_sensors(lake, plant.sensors)
-    refresh_rollups(lake_sources(lake), lake)  # what `gigapulse lake rollup` does
-    db = Path(data_dir) / "gigapulse.duckdb"
-    build_catalog(lake, db)
-    return db
+    return dead
