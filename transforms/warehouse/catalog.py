@@ -25,8 +25,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.batch import BATCH_TABLES
 from schemas.contracts import AssetEntry, ProductionEvent
 from schemas.tables import SENSORS, TABLES, TableSpec
+from transforms.batch.store import BATCH_DIR
 from transforms.lake import fsync_dir, tmp_name, write_parquet_atomic
 from transforms.warehouse.docs import TABLE_DOCS
 from transforms.warehouse.macros import create_macros
@@ -145,11 +147,14 @@ def table_relation_sql(lake_root: Path, spec: TableSpec, manifest: Manifest | No
         con.close()
 
 
-def _rollup_view_sql(lake_root: Path, spec: TableSpec, seed: Path) -> str:
-    """A rollup's view: its schema file and every day's file (replaced whole by rename, never deleted)."""
+def _rollup_view_sql(lake_root: Path, spec: TableSpec, seed: Path, folder: str | None = None) -> str:
+    """A rollup's (or batch table's) view: its schema file and every day's file (replaced whole by rename).
+
+    ``folder`` is the lake folder holding the table (rollups by default; ``batch`` for batch tables).
+    """
     from transforms.warehouse.rollups import ROLLUPS_DIR
 
-    glob = lake_glob(Path(lake_root) / ROLLUPS_DIR, spec.name)
+    glob = lake_glob(Path(lake_root) / (folder or ROLLUPS_DIR), spec.name)
     return (f"SELECT * FROM read_parquet([{sql_string(seed.as_posix())}, {sql_string(glob)}], hive_partitioning = "
             "true, hive_types = {'date': DATE}, union_by_name = true, allow_empty = true)")
 
@@ -246,6 +251,13 @@ def create_views(con: duckdb.DuckDBPyConnection, lake_root: Path, manifest: Mani
             body, kinds[name] = _rollup_view_sql(lake_root, rollup.table, seed), "rollup"
         else:
             body, kinds[name] = _empty_view_sql(con, rollup.table), "empty"
+        con.execute(f"CREATE OR REPLACE VIEW {sql_ident(name)} AS {body}")
+    for name, spec in BATCH_TABLES.items():
+        if with_schema_files:
+            seed = write_schema_file(lake_root, spec, (manifest or Manifest()).generation)
+            body, kinds[name] = _rollup_view_sql(lake_root, spec, seed, BATCH_DIR), "batch"
+        else:
+            body, kinds[name] = _empty_view_sql(con, spec), "empty"
         con.execute(f"CREATE OR REPLACE VIEW {sql_ident(name)} AS {body}")
     for name, doc in TABLE_DOCS.items():
         # Comments make the docs visible in the duckdb CLI (duckdb_views(), duckdb_columns()).

@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 
+from schemas.batch import BATCH_EXAMPLES, BATCH_TABLES
 from schemas.tables import TABLES
 from transforms.warehouse.rollups.specs import ROLLUPS
 
@@ -141,6 +142,11 @@ TABLE_DOCS: dict[str, dict[str, Any]] = {
         name: {"grain": r.grain, "doc": r.table.doc + " Built by `gigapulse lake rollup` (docs/warehouse.md, Rollups).",
                "columns": r.table.column_docs(), "example": _ROLLUP_EXAMPLES[name]}
         for name, r in ROLLUPS.items()
+    },
+    **{
+        name: {"grain": spec.grain, "doc": spec.doc + " Landed by a Dagster asset (docs/batch.md).",
+               "columns": spec.column_docs(), "example": BATCH_EXAMPLES[name]}
+        for name, spec in BATCH_TABLES.items()
     },
 }
 
