@@ -116,6 +116,7 @@ class LakeSettings(BaseSettings):
     ``GIGAPULSE_LAKE_RETENTION='{"readings": 30}'``. ``grace_s`` is how long a file no longer read
     by the published catalog stays on disk, for queries and connections that started before: a
     connection held open longer than that may fail with a missing file and must reconnect.
+    ``fanout`` and ``fold_after_days`` shape the compacted segments (docs/warehouse.md, Compaction).
     """
 
     model_config = SettingsConfigDict(env_prefix="GIGAPULSE_LAKE_", frozen=True)
@@ -123,6 +124,13 @@ class LakeSettings(BaseSettings):
     retention: dict[str, int | None] = Field(default_factory=dict, description="Days kept per table (JSON).")
     grace_s: float = Field(120.0, ge=0, description="Seconds an unreferenced file stays for running readers.")
     interval_s: float = Field(60.0, gt=0, description="Seconds between maintenance steps of `lake compact --loop`.")
+    fanout: int = Field(4, ge=2, le=16, description="Segments of one level that merge into one of the next level.")
+    fold_after_days: int = Field(2, ge=1, description="Days behind a table's newest date after which a date is "
+                                                      "folded into one file.")
+
+    def compaction(self) -> dict[str, float | int]:
+        """The keyword arguments of :func:`transforms.warehouse.maintenance.compact` these settings set."""
+        return {"grace_s": self.grace_s, "fanout": self.fanout, "fold_after_days": self.fold_after_days}
 
     @field_validator("retention")
     @classmethod

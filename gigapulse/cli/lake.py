@@ -39,8 +39,8 @@ def _run(expire_only: bool, tables: list[str] | None, grace_s: float | None):
     grace = lake.grace_s if grace_s is None else grace_s
     with console.status("maintenance step...") as status:
         try:
-            report = run_compact(data.lake_root, data.db_path, lake.retention_days, grace_s=grace, tables=tables,
-                                 expire_only=expire_only, progress=lambda msg: status.update(f"compacting {msg}"))
+            report = run_compact(data.lake_root, data.db_path, lake.retention_days,
+                                 **{**lake.compaction(), "grace_s": grace}, tables=tables, expire_only=expire_only, progress=lambda msg: status.update(f"compacting {msg}"))
         except (MaintenanceBusy, ManifestError, ValueError) as exc:
             raise UserError(str(exc)) from None
     return report

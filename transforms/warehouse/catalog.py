@@ -106,7 +106,8 @@ def _parquet_view_sql(con: duckdb.DuckDBPyConnection, lake_root: Path, spec: Tab
     hot = _hot_glob(root, spec)
     seed = sql_string(schema_file(root, spec, manifest.generation).as_posix())
     compacted = ", ".join([seed] + [sql_string((root / rel).as_posix())
-                                    for _, rel in sorted(manifest.files.get(spec.name, {}).items())])
+                                    for _, segments in sorted(manifest.files.get(spec.name, {}).items())
+                                    for rel in segments])
     options = f"hive_partitioning = true, hive_types = {{{hive_types}}}"
     # Two reads. Compacted files: a missing one must fail the query (allow_empty would skip it
     # silently), and older ones may lack a newer column (union_by_name). Hot files: the glob may

@@ -3,9 +3,14 @@
 One step (:func:`maintain`, or its parts :func:`compact` and :func:`expire`) runs under the lake's
 maintenance lock and goes through the same four phases each time, each safe to crash in:
 
-1. **Write.** For every table and date with committed hot files above the table's watermark, the
-   previous compacted file of that date and those hot files become one new file, sorted so that
-   sensor and time filters skip row groups (``readings``: by sensor, then time). Only hot files
+1. **Write.** For every table and date with committed hot files above the table's watermark, those
+   hot files become one new compacted segment, sorted so that sensor and time filters skip row
+   groups (``readings``: by hour, sensor, then time). Segments merge like a counter in base
+   ``fanout`` (:func:`plan_merge`): the ``fanout``-th segment of a level merges with its peers into
+   one of the next level, so a busy day holds a few segments, each row is rewritten about
+   log_fanout(steps) times in the day instead of at every step, and the newest minutes sit in small
+   segments that a recent-time query reads alone. A date ``fold_after_days`` older than the table's
+   newest date is folded into one segment. Only hot files
    wholly below their partition's checkpoint are taken: those are final (the stream renames a
    batch's files in place before it commits, and its recovery only drops files at or after the
    checkpoint), so compaction never races the stream and the stream never deletes compacted data.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 from collections import defaultdict
@@ -151,6 +157,44 @@ def retention_cutoff(retention_days: int | None, newest: str | None) -> str | No
     return (date.fromisoformat(newest) - timedelta(days=retention_days - 1)).isoformat()
 
 
+# --------------------------------------------------------------------------- segments
+
+#: Level of a folded segment: the whole of a settled date, never merged by level again.
+FOLDED = 99
+_LEVEL_RE = re.compile(r"-L(\d+)\.parquet$")
+
+
+def segment_name(table: str, generation: int, level: int) -> str:
+    return f"{table}-g{generation:08d}-L{level}.parquet"
+
+
+def level_of(rel: str) -> int:
+    """A segment's level from its name; files of manifest format 1 (one per date) count as folded."""
+    m = _LEVEL_RE.search(rel)
+    return int(m[1]) if m else FOLDED
+
+
+def plan_merge(segments: list[str], fanout: int) -> tuple[list[str], int]:
+    """Which of a date's segments merge with the new hot files, and the level of the result.
+
+    A base-``fanout`` counter: the new rows start at level 0; while their level already holds
+    ``fanout - 1`` segments, those join them and the level goes up by one. A date that received
+    ``n`` steps holds at most ``(fanout - 1)`` segments per level, about
+    ``(fanout - 1) * log_fanout(n)`` in all, and every row is rewritten once per level it climbs.
+    Folded segments never take part.
+    """
+    if fanout < 2:
+        raise ValueError(f"fanout must be at least 2, not {fanout}")
+    take: list[str] = []
+    level = 0
+    while True:
+        peers = [rel for rel in segments if level_of(rel) == level]
+        if len(peers) + 1 < fanout:
+            return take, level
+        take += peers
+        level += 1
+
+
 # --------------------------------------------------------------------------- writing one compacted file
 
 #: Tables whose compacted rows are grouped by UTC hour first: raw readings, the bulk of the lake, are
@@ -231,10 +275,12 @@ def _now() -> datetime:
 
 def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | None = None, *,
             grace_s: float = 120.0, tables: Iterable[str] | None = None, expire_only: bool = False,
+            fanout: int = 4, fold_after_days: int = 2,
             now: Callable[[], datetime] = _now, progress: Progress | None = None) -> MaintenanceReport:
     """One maintenance step: merge committed hot files, apply retention, publish, collect garbage.
 
-    ``expire_only`` applies retention without merging. Returns what was done; raises
+    ``expire_only`` applies retention without merging. ``fanout`` and ``fold_after_days`` shape the
+    segments (module docstring, :func:`plan_merge`). Returns what was done; raises
     :class:`~transforms.warehouse.manifest.MaintenanceBusy` if another step holds the lock.
     """
     started = time.monotonic()
@@ -252,7 +298,7 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
         at = now()
         # Checkpoints first, then the listing: every file below a checkpoint read here is on disk now.
         committed = committed_offsets(lake_root)
-        files = {t: dict(m) for t, m in manifest.files.items()}
+        files = {t: {d: list(v) for d, v in m.items()} for t, m in manifest.files.items()}
         watermarks = {t: dict(m) for t, m in manifest.watermarks.items()}
         cutoffs = dict(manifest.cutoffs)
         retired = dict(manifest.retired)
@@ -271,7 +317,8 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
                 changed = True
             by_date = files.setdefault(table, {})
             for day in sorted(d for d in by_date if cutoff is not None and d < cutoff):
-                retired[by_date.pop(day)] = generation
+                for rel in by_date.pop(day):
+                    retired[rel] = generation
                 rep.dates_expired.append(day)
                 changed = True
             if expire_only:
@@ -282,20 +329,33 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
                 limit = committed.get(hot.source, 0)
                 if hot.range.first_offset > table_marks.get(hot.source, -1) and hot.range.last_offset < limit:
                     pending[hot.date].append(hot)
-            for day in sorted(pending):
+            newest = max(days, default=None)
+            for day in sorted(set(pending) | set(by_date)):
                 if cutoff is not None and day < cutoff:
                     continue  # expired: the watermark moves past these rows and collection deletes them
+                segments = by_date.get(day, [])
+                hot = pending.get(day, [])
+                folding = newest is not None and date.fromisoformat(day) <= (
+                    date.fromisoformat(newest) - timedelta(days=fold_after_days))
+                if folding:
+                    if not hot and len(segments) <= 1:
+                        continue  # already one file
+                    take, level = list(segments), FOLDED
+                elif hot:
+                    take, level = plan_merge(segments, fanout)
+                else:
+                    continue
                 if progress:
-                    progress(f"{table} {day}: {len(pending[day])} file(s)")
-                inputs = ([lake_root / by_date[day]] if day in by_date else []) + [h.path for h in pending[day]]
-                target = compacted_dir(lake_root, table, day) / f"{table}-g{generation:08d}.parquet"
+                    progress(f"{table} {day}: {len(hot)} file(s), {len(take)} segment(s) -> L{level}")
+                inputs = [lake_root / rel for rel in take] + [h.path for h in hot]
+                target = compacted_dir(lake_root, table, day) / segment_name(table, generation, level)
                 rep.rows_written += write_compacted(spec, inputs, target)
                 rep.bytes_written += target.stat().st_size
-                rep.hot_files_merged += len(pending[day])
+                rep.hot_files_merged += len(hot)
                 rep.dates_written.append(day)
-                if day in by_date:
-                    retired[by_date[day]] = generation
-                by_date[day] = target.relative_to(lake_root).as_posix()
+                for rel in take:
+                    retired[rel] = generation
+                by_date[day] = [rel for rel in segments if rel not in take] + [target.relative_to(lake_root).as_posix()]
                 changed = True
             for source, nxt in committed.items():
                 if nxt - 1 > table_marks.get(source, -1):
@@ -421,8 +481,8 @@ def lake_status(lake_root: Path) -> tuple[Manifest, list[TableStatus]]:
         by_date = manifest.files.get(table, {})
         hot = covered = hot_bytes = 0
         per_date: dict[str, int] = defaultdict(int)
-        for day, _rel in by_date.items():
-            per_date[day] += 1
+        for day, segments in by_date.items():
+            per_date[day] += len(segments)
         for f in hot_files(lake_root, table):
             if f.range.last_offset <= marks.get(f.source, -1):
                 covered += 1
@@ -430,10 +490,11 @@ def lake_status(lake_root: Path) -> tuple[Manifest, list[TableStatus]]:
                 hot += 1
                 hot_bytes += f.path.stat().st_size
                 per_date[f.date] += 1
-        sizes = [(lake_root / rel).stat().st_size for rel in by_date.values() if (lake_root / rel).exists()]
+        rels = [rel for segments in by_date.values() for rel in segments]
+        sizes = [(lake_root / rel).stat().st_size for rel in rels if (lake_root / rel).exists()]
         dates = sorted(per_date)
         out.append(TableStatus(
-            table=table, compacted_files=len(by_date), compacted_bytes=sum(sizes), compacted_dates=len(by_date),
+            table=table, compacted_files=len(rels), compacted_bytes=sum(sizes), compacted_dates=len(by_date),
             hot_files=hot, hot_bytes=hot_bytes, covered_files=covered,
             oldest_date=dates[0] if dates else None, newest_date=dates[-1] if dates else None,
             cutoff=manifest.cutoffs.get(table), files_per_date_max=max(per_date.values(), default=0),

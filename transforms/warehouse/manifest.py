@@ -2,16 +2,16 @@
 
 The stream writes small "hot" files named by their source offset range
 (``<table>/date=D/<topic>+<partition>+<first>+<last>.parquet``, see :mod:`transforms.lake`). The
-maintenance step (:mod:`transforms.warehouse.maintenance`) merges the committed ones into one
-compacted file per table and date (``<table>/compacted/date=D/<table>-g<generation>.parquet``). The
-manifest is what makes that swap safe for readers, and its atomic replacement is the one commit
+maintenance step (:mod:`transforms.warehouse.maintenance`) merges the committed ones into compacted
+segments per table and date (``<table>/compacted/date=D/<table>-g<generation>-L<level>.parquet``): a
+few per recent date, one per settled date. The manifest is what makes that swap safe for readers, and its atomic replacement is the one commit
 point of maintenance:
 
 * ``watermarks[table]["<topic>+<partition>"] = W`` says every hot file of that source partition
   whose range ends at or below ``W`` is held by the table's compacted files; hot files starting
   above ``W`` are read beside them. Committed offsets never change, so a watermark can only move up.
-* ``files[table][date]`` is the one compacted file of that date. A file is never rewritten: a new
-  generation writes a new name and retires the old one.
+* ``files[table][date]`` lists the compacted segments of that date. A file is never rewritten: a
+  new generation writes a new name and retires the ones it merged.
 * ``history`` keeps, per recent generation, its watermarks and when the catalog built from it was
   published. Files leave the disk only once a generation that no longer reads them has been
   published for longer than the grace period (:func:`deletable_before`), so a query that listed
@@ -39,7 +39,9 @@ from transforms.lake import make_dirs_durable, write_atomic
 MANIFEST_DIR = "_manifest"
 MANIFEST_FILE = "manifest.json"
 LOCK_FILE = "maintenance.lock"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format 1 held one compacted file per date (a string instead of a list); it is read as a list of one.
+_READABLE_FORMATS = (1, 2)
 COMPACTED_DIR = "compacted"
 
 
@@ -69,8 +71,8 @@ class Manifest:
     committed_at: str | None = None
     #: table -> "<topic>+<partition>" -> last offset held by the compacted files
     watermarks: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: table -> ISO date -> path of the compacted file, relative to the lake root
-    files: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: table -> ISO date -> paths of the compacted segments, relative to the lake root, oldest first
+    files: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     #: table -> first ISO date kept (older dates are expired)
     cutoffs: dict[str, str] = field(default_factory=dict)
     #: relative path -> generation that stopped reading it
@@ -98,13 +100,14 @@ class Manifest:
     def from_json(cls, data: bytes, where: str) -> Manifest:
         try:
             doc = json.loads(data)
-            if doc.get("format") != FORMAT_VERSION:
+            if doc.get("format") not in _READABLE_FORMATS:
                 raise ManifestError(f"{where}: unknown manifest format {doc.get('format')!r}")
             return cls(
                 generation=int(doc["generation"]),
                 committed_at=doc["committed_at"],
                 watermarks={t: {s: int(w) for s, w in m.items()} for t, m in doc["watermarks"].items()},
-                files={t: dict(m) for t, m in doc["files"].items()},
+                files={t: {d: [v] if isinstance(v, str) else list(v) for d, v in m.items()}
+                       for t, m in doc["files"].items()},
                 cutoffs=dict(doc["cutoffs"]),
                 retired={p: int(g) for p, g in doc["retired"].items()},
                 history=tuple(Generation(**g) for g in doc["history"]),
@@ -117,7 +120,7 @@ class Manifest:
 
     def referenced(self) -> set[str]:
         """Relative paths of every compacted file this generation reads."""
-        return {p for by_date in self.files.values() for p in by_date.values()}
+        return {p for by_date in self.files.values() for segments in by_date.values() for p in segments}
 
 
 def manifest_path(lake_root: Path) -> Path:

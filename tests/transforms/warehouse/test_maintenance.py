@@ -21,8 +21,8 @@ from schemas.tables import TABLES
 from transforms.checkpoint import FORMAT_VERSION, CheckpointHeader, checkpoint_path, drop_uncommitted
 from transforms.lake import LakeWriter
 from transforms.warehouse import build_catalog
-from transforms.warehouse.maintenance import compact, hot_files, lake_status
-from transforms.warehouse.manifest import MaintenanceBusy, load_manifest, maintenance_lock
+from transforms.warehouse.maintenance import FOLDED, compact, hot_files, lake_status, level_of, plan_merge
+from transforms.warehouse.manifest import MaintenanceBusy, Manifest, load_manifest, maintenance_lock
 
 TOPIC = "plant.readings.v1"
 DAY0 = datetime(2026, 11, 28, 22, 0, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_compacted_readings_are_sorted_by_hour_then_sensor_then_time(lake, tmp_p
         set_checkpoint(lake, p, 12 * BATCH)
     compact(lake, db, grace_s=3600)
     hours = set()
-    for rel in load_manifest(lake).files["readings"].values():
+    for rel in [r for segments in load_manifest(lake).files["readings"].values() for r in segments]:
         t = pq.read_table(lake / rel)
         keys = [(ts.replace(minute=0, second=0, microsecond=0), s, ts)
                 for s, ts in zip(t["sensor_id"].to_pylist(), t["ts"].to_pylist(), strict=True)]
@@ -122,23 +122,24 @@ def test_compacted_readings_are_sorted_by_hour_then_sensor_then_time(lake, tmp_p
 
 
 def test_collection_after_grace_deletes_merged_files_and_answers_stay_exact(lake, tmp_path):
+    """(fanout 2: the second step merges the first step's segments, which then await collection)"""
     db = tmp_path / "gigapulse.duckdb"
     truth = make_lake(lake)
     for p in (0, 1):
         set_checkpoint(lake, p, 6 * BATCH)
     clock = [datetime(2026, 11, 30, 12, 0, tzinfo=UTC)]
-    compact(lake, db, grace_s=60, now=lambda: clock[0])
+    compact(lake, db, grace_s=60, fanout=2, now=lambda: clock[0])
     first_files = set(load_manifest(lake).referenced())
     held = duckdb.connect(str(db), read_only=True)  # a notebook holding generation 1
     for p in (0, 1):
         set_checkpoint(lake, p, 12 * BATCH)
     clock[0] += timedelta(seconds=30)
-    compact(lake, db, grace_s=60, now=lambda: clock[0])
+    compact(lake, db, grace_s=60, fanout=2, now=lambda: clock[0])
     assert answer(db) == truth
     # Within the grace period the held connection still reads its own generation exactly.
     assert held.execute("SELECT count(*), sum(value) FROM readings").fetchone() == truth
     clock[0] += timedelta(seconds=61)
-    report = compact(lake, db, grace_s=60, now=lambda: clock[0])
+    report = compact(lake, db, grace_s=60, fanout=2, now=lambda: clock[0])
     assert report.files_deleted >= 2 * 12 + len(first_files)
     assert not any((lake / rel).exists() for rel in first_files)
     assert hot_files(lake, "readings") == []
@@ -266,3 +267,78 @@ def test_a_compactor_killed_at_any_point_leaves_the_lake_exact(lake, tmp_path):
         assert answer(db) == truth, f"attempt {attempt}"
         assert not list(lake.rglob(".*.tmp"))
     assert kills >= 3
+
+
+# --------------------------------------------------------------------------- segments
+
+def test_plan_merge_counts_in_base_fanout():
+    seg = [f"r-g{g:08d}-L{lvl}.parquet" for g, lvl in enumerate([0, 0, 0, 1, 1, 1, 2])]
+    assert plan_merge([], 4) == ([], 0)
+    assert plan_merge(seg[:2], 4) == ([], 0)  # a third L0 segment
+    assert plan_merge(seg, 4) == (seg[:6], 2)  # 3 x L0 + new -> L1, 3 x L1 + that -> L2 beside the L2 there
+    assert plan_merge(["old.parquet", *seg[:3]], 4) == (seg[:3], 1)  # a folded (format 1) file stays out
+    with pytest.raises(ValueError, match="fanout"):
+        plan_merge(seg, 1)
+
+
+def _step(lake: Path, db: Path, partitions: int, committed: int, **kw) -> None:
+    for p in range(partitions):
+        set_checkpoint(lake, p, committed)
+    compact(lake, db, grace_s=3600, **kw)
+
+
+def test_a_busy_day_keeps_a_few_segments_and_every_row(lake, tmp_path):
+    """8 steps of one day with fanout 2 (a binary counter): one L3 segment; a ninth adds one L0."""
+    db = tmp_path / "gigapulse.duckdb"
+    writer = LakeWriter.for_table(lake, TABLES["readings"])
+    day = datetime(2026, 11, 29, 8, tzinfo=UTC)
+    truth_n, truth_s, counts = 0, 0.0, []
+    for b in range(9):
+        t = readings_batch(0, b * BATCH, BATCH, day + timedelta(minutes=b))
+        writer.write(TOPIC, 0, b * BATCH, (b + 1) * BATCH - 1, t)
+        truth_n, truth_s = truth_n + t.num_rows, truth_s + sum(t["value"].to_pylist())
+        _step(lake, db, 1, (b + 1) * BATCH, fanout=2)
+        segments = load_manifest(lake).files["readings"]["2026-11-29"]
+        counts.append(len(segments))
+        assert answer(db) == (truth_n, truth_s)
+    assert [level_of(r) for r in segments] == [3, 0]
+    assert counts == [1, 1, 2, 1, 2, 2, 3, 1, 2]  # the bits of the step count
+    _, status = lake_status(lake)
+    assert next(s for s in status if s.table == "readings").files_per_date_max == 2
+
+
+def test_dates_older_than_fold_after_days_become_one_file(lake, tmp_path):
+    db = tmp_path / "gigapulse.duckdb"
+    writer = LakeWriter.for_table(lake, TABLES["readings"])
+    start = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    truth = (0, 0.0)
+    for b in range(3):  # three steps on 11-26
+        t = readings_batch(0, b * BATCH, BATCH, start + timedelta(minutes=b))
+        writer.write(TOPIC, 0, b * BATCH, (b + 1) * BATCH - 1, t)
+        truth = (truth[0] + t.num_rows, truth[1] + sum(t["value"].to_pylist()))
+        _step(lake, db, 1, (b + 1) * BATCH)
+    assert len(load_manifest(lake).files["readings"]["2026-11-26"]) == 3
+    t = readings_batch(0, 3 * BATCH, BATCH, start + timedelta(days=1))  # 11-27: not yet two days newer
+    writer.write(TOPIC, 0, 3 * BATCH, 4 * BATCH - 1, t)
+    truth = (truth[0] + t.num_rows, truth[1] + sum(t["value"].to_pylist()))
+    _step(lake, db, 1, 4 * BATCH)
+    assert len(load_manifest(lake).files["readings"]["2026-11-26"]) == 3
+    t = readings_batch(0, 4 * BATCH, BATCH, start + timedelta(days=2))  # 11-28 folds 11-26
+    writer.write(TOPIC, 0, 4 * BATCH, 5 * BATCH - 1, t)
+    truth = (truth[0] + t.num_rows, truth[1] + sum(t["value"].to_pylist()))
+    _step(lake, db, 1, 5 * BATCH)
+    files = load_manifest(lake).files["readings"]
+    assert [level_of(r) for r in files["2026-11-26"]] == [FOLDED]
+    assert len(files["2026-11-27"]) == 1 and len(files["2026-11-28"]) == 1
+    assert answer(db) == truth
+    report = compact(lake, db, grace_s=3600)  # nothing new: nothing rewritten
+    assert report.rows_written == 0
+
+
+def test_a_format_1_manifest_reads_as_one_folded_segment_per_date():
+    doc = {"format": 1, "generation": 3, "committed_at": None, "watermarks": {}, "cutoffs": {}, "retired": {},
+           "history": [], "files": {"readings": {"2026-11-29": "readings/compacted/date=2026-11-29/readings-g00000003.parquet"}}}
+    m = Manifest.from_json(orjson.dumps(doc), "test")
+    [rel] = m.files["readings"]["2026-11-29"]
+    assert level_of(rel) == FOLDED and m.referenced() == {rel}
+    assert orjson.loads(m.to_json())["format"] == 2

@@ -186,9 +186,8 @@ class HiveIndex:
             if rng is None or rng.first_offset > marks.get(f"{rng.topic}+{rng.partition}", -1):
                 names.append(n)
         lines = [f"{n}\t{entries[n]}" for n in names]
-        compacted = self._manifest.files.get(table, {}).get(day)
-        if compacted:
-            lines.insert(0, f"compacted\t{compacted}")
+        for rel in reversed(self._manifest.files.get(table, {}).get(day, [])):
+            lines.insert(0, f"compacted\t{rel}")
         return _digest(lines) if lines else None
 
     def days(self, table: str) -> set[date]:
