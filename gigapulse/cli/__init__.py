@@ -44,6 +44,7 @@ _SECTIONS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "gigapulse.cli.ingest": (("simulate", None), ("replay", None)),
     "gigapulse.cli.stream": (("stream", None), ("health", None), ("warehouse", None)),
     "gigapulse.cli.sql": (("sql", None),),
+    "gigapulse.cli.report": (("report", None),),
     "gigapulse.cli.lake": (("lake", "lake_app"),),
     "gigapulse.cli.demo": (("demo", None),),
     "gigapulse.cli.benchmarks": (("bench", "bench_app"),),
@@ -58,12 +59,13 @@ _LAZY = {
     "jobs_app": "orchestration.cli", "replay": "gigapulse.cli.ingest", "run_simulation": "gigapulse.cli.ingest",
     "simulate": "gigapulse.cli.ingest", "schemas_app": "gigapulse.cli.topics", "topics_app": "gigapulse.cli.topics",
     "sql": "gigapulse.cli.sql", "lake_app": "gigapulse.cli.lake", "rollup": "gigapulse.cli.rollup",
+    "report": "gigapulse.cli.report",
 }
 _loaded: set[str] = set()
 
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
            "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
-           "jobs_app", "lake_app", "log", "main", "out", "replay", "rollup", "run_simulation", "schemas_app",
+           "jobs_app", "lake_app", "log", "main", "out", "replay", "report", "rollup", "run_simulation", "schemas_app",
            "simulate", "sql", "stream", "topics_app", "warehouse"]
 
 

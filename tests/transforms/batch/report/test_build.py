@@ -1,0 +1,50 @@
+"""The report over a real warehouse: one self-contained page per plant, with figures that are not blank."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+from transforms.batch.report import build_report, plant_sites
+from transforms.batch.report import figures as F
+from transforms.warehouse.reader import connect
+
+
+@pytest.fixture(scope="module")
+def pages(two_plant_warehouse, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    con = connect(two_plant_warehouse)
+    try:
+        return build_report(con, out), out
+    finally:
+        con.close()
+
+
+def test_one_page_per_plant_linking_the_others(pages):
+    paths, out = pages
+    assert sorted(p.name for p in paths) == ["leg.html", "ref.html"]
+    ref = (out / "ref.html").read_text()
+    assert "href='leg.html'" in ref and "<h2 id='scrap-by-reason-and-stage'>" in ref
+
+
+def test_figures_are_embedded_and_written_beside_and_not_blank(pages):
+    paths, out = pages
+    page = (out / "ref.html").read_text()
+    embedded = [base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)]
+    assert embedded, "no figure embedded"
+    for png in embedded:
+        assert F.ink_share(png) > 0.01
+    assert (out / "ref-scrap-pareto.png").read_bytes() in embedded
+    assert "src='http" not in page and "src=\"http" not in page  # self-contained
+
+
+def test_an_unknown_plant_is_refused_in_one_line(two_plant_warehouse, tmp_path):
+    con = connect(two_plant_warehouse)
+    try:
+        assert plant_sites(con) == ("leg", "ref")
+        with pytest.raises(ValueError, match=r"no plant nope in the warehouse \(plants: leg, ref\)"):
+            build_report(con, tmp_path, ["nope"])
+    finally:
+        con.close()
