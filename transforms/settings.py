@@ -128,6 +128,9 @@ class LakeSettings(BaseSettings):
     fold_after_days: int = Field(2, ge=1, description="Days behind a table's newest date after which a date is "
                                                       "folded into one file.")
 
+    nice: int = Field(10, ge=0, le=19, description="CPU niceness `lake compact --loop` adds to itself: background "
+                                                   "work yields to the stream workers.")
+
     def compaction(self) -> dict[str, float | int]:
         """The keyword arguments of :func:`transforms.warehouse.maintenance.compact` these settings set."""
         return {"grace_s": self.grace_s, "fanout": self.fanout, "fold_after_days": self.fold_after_days}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -65,7 +66,7 @@ def _print_report(report) -> None:
     written = sum(len(t.dates_written) for t in report.tables.values())
     mb = sum(t.bytes_written for t in report.tables.values()) / 1e6
     rate = report.rows_written / report.seconds if report.seconds else 0.0
-    out.print(f"generation {report.generation}: merged {merged} file(s) into {written} day file(s) "
+    out.print(f"generation {report.generation}: merged {merged} file(s) into {written} segment(s) "
               f"({report.rows_written:,} rows, {mb:.1f} MB, {rate:,.0f} rows/s); expired {expired} day(s); "
               f"deleted {report.files_deleted} file(s) ({report.bytes_deleted / 1e6:.1f} MB) in {report.seconds:.1f} s")
 
@@ -79,11 +80,14 @@ def compact(
     rollups: Annotated[bool, typer.Option("--rollups/--no-rollups", help="After each step, rebuild the daily "
                                                                          "rollups whose sources changed.")] = True,
 ):
-    """Merge committed stream files into one sorted file per table and day, apply retention, publish the catalog.
+    """Merge committed stream files into sorted segments per table and day, apply retention, publish the catalog.
 
     Only files below each partition's checkpoint are merged, so the stream never waits and its
     recovery never touches compacted data. Readers keep working throughout: a new catalog replaces
     the old one atomically, and replaced files stay GIGAPULSE_LAKE_GRACE_S seconds for running queries.
+    A day holds a few segments (GIGAPULSE_LAKE_FANOUT) until it is GIGAPULSE_LAKE_FOLD_AFTER_DAYS behind
+    the newest day, then one file. With --loop the process lowers its CPU priority by GIGAPULSE_LAKE_NICE,
+    so the stream workers beside it keep their latency.
     """
     from transforms.settings import LakeSettings
 
@@ -92,8 +96,11 @@ def compact(
         if rollups:
             _refresh_rollups()
         return
-    interval = LakeSettings().interval_s
-    log.info("compacting every %g s (Ctrl-C stops)", interval)
+    settings = LakeSettings()
+    interval = settings.interval_s
+    if settings.nice:
+        os.nice(settings.nice)
+    log.info("compacting every %g s at nice %d (Ctrl-C stops)", interval, os.nice(0))
     data, _ = _settings()
     while True:
         started = time.monotonic()
