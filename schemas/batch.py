@@ -89,8 +89,8 @@ SENSOR_DENSITY_AUDIT = batch_spec(
 SENSOR_GAPS = batch_spec(
     "sensor_gaps", "one station x one parameter x one gap kind x one UTC day",
     "What a station lacks against the reference profile, ranked per site by impact: critical-to-quality first, "
-    "then energy sub-metering, then the rest; missing sensors before slow ones, then the larger shortfall, "
-    "then flow order. Each gap says why it matters.",
+    "then energy sub-metering, then the rest; missing sensors before slow ones, a parameter with no sensor "
+    "at all before a partly measured one, then the larger shortfall, then flow order. Each gap says why it matters.",
     [col("site", _STR, "Site.", nullable=False),
      col("rank", _I64, "Rank within the site, 1 = the largest gap.", nullable=False),
      col("line", _STR, "Production line ('site' for plant-wide stations)."),
@@ -157,3 +157,64 @@ BATCH_EXAMPLES[READINESS_SCORES.name] = """SELECT site, dimension, band, round(f
 FROM readiness_scores
 WHERE date = (SELECT max(date) FROM readiness_scores) AND level = 'plant'
 ORDER BY site, dimension;"""
+
+RETROFIT_PLAN = batch_spec(
+    "retrofit_plan", "one site x one retrofit item x one UTC day",
+    "The sensors, energy meters and gateways a site lacks against the reference profile, in the priority of "
+    "sensor_gaps, priced with the cost table (schemas/reference/retrofit_costs.yaml; its defaults are assumptions). "
+    "Slow sensors get no hardware: the station's gateway lifts their polling rate.",
+    [col("site", _STR, "Site.", nullable=False),
+     col("priority", _I64, "Order of purchase, 1 first.", nullable=False),
+     col("item", _STR, "sensor, energy_meter or gateway."),
+     col("line", _STR, "Production line of the station."),
+     col("station", _STR, "Station."),
+     col("stage", _STR, "Process stage."),
+     col("parameter", _STR, "Parameter the sensors measure; null for a gateway."),
+     col("category", _STR, "ctq, energy or other (the gap's; a gateway takes its station's first gap's)."),
+     col("quantity", _I64, "Units to install, count."),
+     col("hardware_eur", _F64, "Hardware, EUR."),
+     col("engineering_hours", _F64, "Engineering and installation, h."),
+     col("engineering_eur", _F64, "engineering_hours x the hourly rate, EUR."),
+     col("cost_eur", _F64, "hardware_eur + engineering_eur, EUR."),
+     col("cumulative_eur", _F64, "CAPEX of this item and every one before it, EUR."),
+     col("gap_rank", _I64, "sensor_gaps.rank of the gap the item closes (a gateway: its station's first gap)."),
+     col("reason", _STR, "Why, in words."),
+     date_col()],
+    sort_key=("site", "priority"))
+
+RETROFIT_PAYBACK = batch_spec(
+    "retrofit_payback", "one site x one UTC day",
+    "The retrofit plan's CAPEX against the annual savings of closing part of the gap between the site's measured "
+    "scrap rate and energy per cell and the benchmark plant's (GIGAPULSE_AUDIT_REFERENCE_PLANT) on the same day, "
+    "and the payback period; the assumptions are in the row.",
+    [col("site", _STR, "Site.", nullable=False),
+     col("items", _I64, "retrofit_plan rows, count."),
+     col("capex_eur", _F64, "Sum of the plan's cost_eur, EUR."),
+     col("cells", _I64, "Cells started that day, count."),
+     col("production_hours", _F64, "Span of the day's production events, h."),
+     col("annual_cells", _F64, "cells / production_hours x operating hours a year, count."),
+     col("scrap_rate", _F64, "Cells scrapped / cells started that day, ratio 0-1."),
+     col("reference_scrap_rate", _F64, "The benchmark plant's, ratio 0-1."),
+     col("kwh_per_cell", _F64, "kWh of the site's meters (energy_daily) per cell started, kWh."),
+     col("reference_kwh_per_cell", _F64, "The benchmark plant's, kWh."),
+     col("energy_coverage", _F64, "Share of process stations with their own meter (sensor_density_audit), 0-1: "
+         "how far kwh_per_cell can be attributed."),
+     col("annual_scrap_savings_eur", _F64, "Expected savings from lower scrap, EUR a year."),
+     col("annual_energy_savings_eur", _F64, "Expected savings from lower energy per cell, EUR a year."),
+     col("annual_savings_eur", _F64, "Their sum, EUR a year; null without a benchmark."),
+     col("payback_years", _F64, "capex_eur / annual_savings_eur, years; null without savings."),
+     col("assumptions", _STR, "The assumptions behind the savings, in words."),
+     date_col()],
+    sort_key=("site",))
+
+BATCH_TABLES.update({t.name: t for t in (RETROFIT_PLAN, RETROFIT_PAYBACK)})
+BATCH_EXAMPLES.update({
+    "retrofit_plan": """SELECT site, priority, item, station, parameter, quantity, cost_eur, cumulative_eur
+FROM retrofit_plan
+WHERE date = (SELECT max(date) FROM retrofit_plan) AND priority <= 5
+ORDER BY site, priority;""",
+    "retrofit_payback": """SELECT site, capex_eur, annual_savings_eur, payback_years, assumptions
+FROM retrofit_payback
+WHERE date = (SELECT max(date) FROM retrofit_payback)
+ORDER BY site;""",
+})

@@ -21,6 +21,9 @@ import duckdb
 import pyarrow as pa
 
 from schemas.reference_data import DimensionBands, MaturityStage, ReadinessConfig, ReferenceDataError
+from transforms.batch.density import DensityAudit, SensorGap, audit_density, read_density_inputs
+from transforms.batch.retrofit import Payback, PlanItem, read_outputs, retrofit
+from transforms.settings import AuditSettings
 
 #: A window is timely when its longest gap stays within this many nominal sampling periods.
 GAP_PERIODS = 3
@@ -88,20 +91,24 @@ FROM sensor_health h JOIN sensors s ON s.sensor_id = h.sensor_id
 WHERE h.date = $day AND s.site = $site AND {_LINE.format(t='s.')}"""
 
 FLAGGED_SQL = f"""
-SELECT count(*) FILTER (WHERE quality > 0), count(*)
+SELECT count(*) FILTER (WHERE quality > 0) AS flagged, count(*) AS readings
 FROM readings WHERE date = $day AND site = $site AND {_LINE.format(t='')}"""
 
-#: Dead letters carry no site: they are the site's when their source partition carried only its data.
-DEAD_LETTERS_SQL = """
+#: Flagged readings plus dead letters. Dead letters carry no site: they are the site's when their source
+#: partition carried only its data that day.
+PLANT_QUALITY_SQL = f"""
 WITH parts AS (
     SELECT 'plant.readings.v1' AS topic, src_partition, min(site) AS site, count(DISTINCT site) AS sites
     FROM readings WHERE date = $day GROUP BY src_partition
     UNION ALL
     SELECT 'plant.events.v1', src_partition, min(site), count(DISTINCT site)
-    FROM production_events WHERE date = $day GROUP BY src_partition)
-SELECT count(*) FROM dead_letters d
-JOIN parts p ON p.topic = d.source_topic AND p.src_partition = d.source_partition
-WHERE d.date = $day AND p.sites = 1 AND p.site = $site"""
+    FROM production_events WHERE date = $day GROUP BY src_partition),
+dead AS (
+    SELECT count(*) AS n FROM dead_letters d
+    JOIN parts p ON p.topic = d.source_topic AND p.src_partition = d.source_partition
+    WHERE d.date = $day AND p.sites = 1 AND p.site = $site),
+flagged AS ({FLAGGED_SQL.strip()})
+SELECT f.flagged + d.n, f.readings + d.n, f.flagged, d.n FROM flagged f, dead d"""
 
 #: Optional: the data-quality checks' results, when that table exists (it has no site: plant-agnostic).
 DQ_SQL = "SELECT count(*) FILTER (WHERE NOT success), count(*) FROM dq_results WHERE date = $day"
@@ -194,17 +201,19 @@ def measure(con: duckdb.DuckDBPyConnection, day: date, site: str, line: str | No
 def _data_quality(con: duckdb.DuckDBPyConnection, p: dict) -> Evidence:
     """Share of records refused (dead letters, plant level only) or flagged bad/uncertain; when
     ``dq_results`` exists for the day, the worse of that and its check failure rate."""
-    flagged, readings = _run(con, FLAGGED_SQL, p)
-    dead = _run(con, DEAD_LETTERS_SQL, p)[0] if p["line"] is None else 0
-    num, den = flagged + dead, readings + dead
-    sql = FLAGGED_SQL + ";\n" + DEAD_LETTERS_SQL if p["line"] is None else FLAGGED_SQL
-    text = f"{flagged} of {readings} readings flagged bad or uncertain" + \
-        (f", {dead} dead letters from the site's source partitions" if p["line"] is None else
-         " (dead letters cannot be attributed to a line)")
+    if p["line"] is None:
+        sql = PLANT_QUALITY_SQL
+        num, den, flagged, dead = _run(con, sql, p)
+        text = f"{flagged} of {den - dead} readings flagged bad or uncertain, {dead} dead letters from the " \
+               "site's source partitions"
+    else:
+        sql = FLAGGED_SQL
+        num, den = _run(con, sql, p)
+        text = f"{num} of {den} readings flagged bad or uncertain (dead letters cannot be attributed to a line)"
     ev = _ev(sql, p, num, den, text)
     try:
         failed, checks = _run(con, DQ_SQL, p)
-    except duckdb.CatalogException:  # no dq_results table in this warehouse
+    except (duckdb.CatalogException, duckdb.BinderException):  # no dq_results table (of that shape) here
         return ev
     rate = _ratio(failed, checks)
     if rate is not None and (ev.figure is None or rate > ev.figure):
@@ -263,3 +272,80 @@ def readiness_table(rows: list[dict]) -> pa.Table:
 
     names = [f.name for f in READINESS_SCORES.file_schema]
     return pa.Table.from_pylist([{k: r.get(k) for k in names} for r in rows], schema=READINESS_SCORES.file_schema)
+
+
+# --------------------------------------------------------------------------- one day, end to end
+
+@dataclass(frozen=True)
+class Assessment:
+    """Everything the audits compute for one day: the density audit, scores, plan and payback."""
+
+    day: date
+    audit: DensityAudit
+    scores: list[dict]
+    plan: list[PlanItem]
+    paybacks: list[Payback]
+
+
+def assess_day(con: duckdb.DuckDBPyConnection, day: date, settings: AuditSettings | None = None) -> Assessment:
+    """Density audit, readiness scores and retrofit plan of every site in the warehouse on ``day``.
+
+    The reference data comes from the settings' files (the shipped ones by default); the benchmark of
+    the savings is the site of ``settings.reference_plant``.
+    """
+    from schemas.asset_model import load_plant
+    from schemas.reference_data import load_readiness_config, load_reference_profile, load_retrofit_costs
+
+    s = settings or AuditSettings()
+    costs = load_retrofit_costs(s.retrofit_costs)
+    inputs = read_density_inputs(con, day)
+    audit = audit_density(inputs.sensors, inputs.delivery, inputs.cells, load_reference_profile(s.reference_profile))
+    scores = readiness_rows(con, day, audit.rows, load_readiness_config(s.readiness), list(costs.open_protocols))
+    coverage = {r["site"]: r["energy_coverage"] for r in audit.rows if r["level"] == "plant"}
+    plan, paybacks = retrofit(audit.gaps, inputs.sensors, read_outputs(con, day), coverage,
+                              load_plant(s.reference_plant).template.site, costs, s)
+    return Assessment(day, audit, scores, plan, paybacks)
+
+
+@dataclass(frozen=True)
+class PlantSummary:
+    """What the demo prints per plant."""
+
+    site: str
+    score: float | None
+    stage: str | None
+    top_gaps: list[SensorGap]
+    capex_eur: float
+    annual_savings_eur: float | None
+    payback_years: float | None
+
+    def lines(self) -> list[str]:
+        """The summary as a few printable lines."""
+        score = "n/a" if self.score is None else f"{self.score:.2f}/5 ({self.stage})"
+        pay = "no savings to pay it back" if self.payback_years is None else f"payback {self.payback_years:.1f} years"
+        out = [f"{self.site}: readiness {score}; retrofit {self.capex_eur:,.0f} EUR, {pay}"]
+        out += [f"  gap {g.rank}: {g.reason}" for g in self.top_gaps] or ["  no sensor gaps"]
+        return out
+
+
+def plant_summaries(db_path, day: date | None = None, settings: AuditSettings | None = None) -> list[PlantSummary]:
+    """Per plant: overall readiness, the three largest sensor gaps and the retrofit payback.
+
+    Computed from the warehouse directly (no batch table needs to be landed first); ``day`` defaults to
+    the last day of ``sensor_health_daily``.
+    """
+    from transforms.warehouse.reader import connect
+
+    con = connect(db_path)
+    try:
+        day = day or con.execute("SELECT max(date) FROM sensor_health_daily").fetchone()[0]
+        if day is None:
+            return []
+        a = assess_day(con, day, settings)
+    finally:
+        con.close()
+    overall = {r["site"]: r for r in a.scores if r["level"] == "plant" and r["dimension"] == "overall"}
+    pay = {p.site: p for p in a.paybacks}
+    return [PlantSummary(site, overall.get(site, {}).get("score"), overall.get(site, {}).get("stage_label"),
+                         [g for g in a.audit.gaps if g.site == site][:3], pay[site].capex_eur,
+                         pay[site].annual_savings_eur, pay[site].payback_years) for site in sorted(pay)]
