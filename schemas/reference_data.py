@@ -27,7 +27,7 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.asset_model import Plant
+from schemas.asset_model import Plant, SensorTemplate
 from schemas.contracts import SignalClass, Stage
 
 REFERENCE_DIR = "reference"
@@ -113,13 +113,13 @@ def derive_reference_profile(plant: Plant) -> ReferenceProfile:
     stations: list[StationProfile] = []
     for st in plant.template.stations:
         counts: Counter[str] = Counter()
-        first: dict[str, object] = {}
+        first: dict[str, SensorTemplate] = {}
         for sens in st.sensors:
             counts[sens.parameter] += sens.count
             first.setdefault(sens.parameter, sens)
-        params = [ProfileParameter(parameter=name, sensors=n, rate_hz=first[name].rate_hz,  # type: ignore[attr-defined]
-                                   signal_class=first[name].signal_class,  # type: ignore[attr-defined]
-                                   ctq=first[name].ctq, energy_meter=first[name].energy_meter)  # type: ignore[attr-defined]
+        params = [ProfileParameter(parameter=name, sensors=n, rate_hz=first[name].rate_hz,
+                                   signal_class=first[name].signal_class, ctq=first[name].ctq,
+                                   energy_meter=first[name].energy_meter)
                   for name, n in counts.items()]
         stations.append(StationProfile(kind=st.id, stage=st.stage, equipment=st.equipment, parameters=params))
     return ReferenceProfile(derived_from=plant.name, stations=stations)

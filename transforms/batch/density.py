@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from schemas.contracts import Stage
-from schemas.reference_data import ReferenceProfile, StationProfile, station_kind
+from schemas.reference_data import ProfileParameter, ReferenceProfile, StationProfile, station_kind
 
 #: Line of plant-wide stations (the dry room) in the asset model.
 SITE_LINE = "site"
@@ -115,7 +115,7 @@ class DensityAudit:
     gaps: list[SensorGap] = field(default_factory=list)
 
 
-def _category(p) -> str:
+def _category(p: ProfileParameter) -> str:
     return "ctq" if p.ctq else "energy" if p.energy_meter else "other"
 
 
@@ -159,7 +159,7 @@ def _station_gaps(sensors: list[SensorRow], prof: StationProfile) -> tuple[_Tall
     return t, gaps
 
 
-def _missing_reason(p, station: str, kind: str, present: int) -> str:
+def _missing_reason(p: ProfileParameter, station: str, kind: str, present: int) -> str:
     have = f"{present} of {p.sensors} sensors of the reference {kind}"
     if p.ctq:
         what = "not measured at all: SPC and capability are blind to it" if present == 0 else \
@@ -256,6 +256,8 @@ WHERE date = ? AND unit_type = 'cell' AND kind = 'enter' GROUP BY site, line
 
 @dataclass(frozen=True)
 class DensityInputs:
+    """What the audit reads from the warehouse for one day."""
+
     sensors: list[SensorRow]
     delivery: dict[str, SensorDelivery]
     cells: dict[tuple[str, str], int]

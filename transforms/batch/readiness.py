@@ -13,7 +13,6 @@ query over ``sensor_density_audit`` that shows them), so any band can be re-deri
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -148,8 +147,8 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-def _ev(sql: str, params: dict, num: float, den: float, description: str,
-        figure: float | None | Callable = None) -> Evidence:
+def _ev(sql: str, params: dict, num: float, den: float, description: str, figure: float | None = None) -> Evidence:
+    """Evidence of one figure: ``figure`` if given, else num / den; the parameters the query binds, dates as ISO."""
     used = {k: (v.isoformat() if isinstance(v, date) else v) for k, v in params.items() if f"${k}" in sql}
     return Evidence(_ratio(num, den) if figure is None else figure, float(num), float(den), sql.strip(),
                     used, description)

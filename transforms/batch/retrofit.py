@@ -27,6 +27,8 @@ from transforms.settings import AuditSettings
 
 @dataclass(frozen=True)
 class PlanItem:
+    """One row of the plan: what to buy for which gap, and what it costs."""
+
     site: str
     priority: int
     item: str  # sensor | energy_meter | gateway
@@ -100,6 +102,8 @@ class PlantOutput:
 
 @dataclass(frozen=True)
 class Payback:
+    """CAPEX, expected annual savings and payback of one site, with the figures they come from."""
+
     site: str
     items: int
     capex_eur: float
@@ -162,6 +166,7 @@ ENERGY_SQL = "SELECT site, sum(kwh) FROM energy_daily WHERE date = ? GROUP BY si
 
 
 def read_outputs(con: duckdb.DuckDBPyConnection, day: date) -> dict[str, PlantOutput]:
+    """Cells started and scrapped, production span and metered energy of every site on ``day``."""
     kwh = dict(con.execute(ENERGY_SQL, [day]).fetchall())
     return {site: PlantOutput(int(cells), int(scrapped), float(hours or 0.0), float(kwh.get(site) or 0.0))
             for site, cells, scrapped, hours in con.execute(OUTPUT_SQL, [day]).fetchall()}
@@ -182,6 +187,7 @@ def retrofit(gaps: list[SensorGap], sensors: list[SensorRow], outputs: dict[str,
 
 
 def retrofit_tables(items: list[PlanItem], paybacks: list[Payback]) -> tuple[pa.Table, pa.Table]:
+    """The plan and the paybacks as Arrow tables for :func:`transforms.batch.store.write_day`."""
     from schemas.batch import RETROFIT_PAYBACK, RETROFIT_PLAN
 
     def table(spec, rows: list[dict]) -> pa.Table:
