@@ -81,6 +81,7 @@ def test_scores_drawn_from_the_audit_trace_to_the_landed_audit(landed):
 
 
 def test_the_readiness_job_selects_the_audit_and_both_assets():
+    dg.Definitions.validate_loadable(defs)
     job = defs.resolve_job_def("readiness_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "sensor_density_audit", "readiness_scores", "retrofit_plan"}
