@@ -39,3 +39,182 @@ BATCH_TABLES: dict[str, TableSpec] = {}
 
 #: One example query per batch table, shown in docs/tables.md.
 BATCH_EXAMPLES: dict[str, str] = {}
+
+
+# --------------------------------------------------------------------------- audits and readiness (issue #11)
+# Filled by transforms/batch/density.py, readiness.py and retrofit.py; docs/batch.md explains the choices.
+
+_I64, _F64, _STR, _BOOL = pa.int64(), pa.float64(), pa.string(), pa.bool_()
+
+SENSOR_DENSITY_AUDIT = batch_spec(
+    "sensor_density_audit", "one station, line or plant x one UTC day (level says which)",
+    "What each station measures against the reference profile of its kind (schemas/reference/"
+    "reference_profile.yaml, derived from the reference plant), summed to lines and plants: sensors present, "
+    "critical-to-quality and energy sub-metering coverage, nominal rates against the profile, samples delivered "
+    "against the nominal rates (sensor_health_daily), sensors per station and per million cells started. Stations "
+    "of a stage the profile does not cover (utilities) are counted but not judged.",
+    [col("level", _STR, "station, line or plant.", nullable=False),
+     col("site", _STR, "Site.", nullable=False),
+     col("line", _STR, "Production line ('site' for plant-wide stations); null on plant rows."),
+     col("station", _STR, "Station; null on line and plant rows."),
+     col("stage", _STR, "Process stage of the station; null on line and plant rows."),
+     col("profile_kind", _STR, "Station kind of the reference profile the station is held against; null if none."),
+     col("stations", _I64, "Stations summed in the row, count."),
+     col("sensors", _I64, "Sensors in the asset model, count."),
+     col("sensors_expected", _I64, "Sensors the reference profile lists for those stations, count."),
+     col("sensors_matched", _I64, "Sensors present that the profile lists (per parameter at most the profile's "
+         "number), count."),
+     col("sensors_beyond_profile", _I64, "Sensors present beyond the profile (other parameters, extra copies, "
+         "unprofiled stations), count."),
+     col("sensor_coverage", _F64, "sensors_matched / sensors_expected, ratio 0-1; null without a profile."),
+     col("profile_rate_ratio", _F64, "Mean over matched sensors of min(nominal rate / profile rate, 1), ratio 0-1."),
+     col("ctq_parameters_expected", _I64, "Critical-to-quality parameters the profile lists, count."),
+     col("ctq_parameters_covered", _I64, "Of those, parameters with at least one sensor, count."),
+     col("ctq_coverage", _F64, "ctq_parameters_covered / ctq_parameters_expected, ratio 0-1."),
+     col("stations_meter_expected", _I64, "Stations whose profile has an energy meter, count."),
+     col("stations_metered", _I64, "Of those, stations with their own energy meter, count."),
+     col("energy_coverage", _F64, "stations_metered / stations_meter_expected, ratio 0-1 (sub-metering coverage)."),
+     col("sensors_silent", _I64, "Sensors that delivered no sample that day, count."),
+     col("samples_observed", _I64, "Samples received that day (sensor_health_daily.observed), count."),
+     col("samples_expected", _F64, "Samples the nominal rates promise over the same windows, count."),
+     col("achieved_rate_ratio", _F64, "samples_observed / samples_expected, ratio (1 = as promised)."),
+     col("sensors_per_station", _F64, "sensors / stations."),
+     col("cells", _I64, "Cells started that day on the line (plant: all lines; plant-wide stations: the plant), "
+         "count; null if none."),
+     col("sensors_per_million_cells", _F64, "sensors per million cells started; null without cells."),
+     col("gaps", _I64, "sensor_gaps rows of the stations summed, count."),
+     date_col()],
+    sort_key=("site", "level", "line", "station"))
+
+SENSOR_GAPS = batch_spec(
+    "sensor_gaps", "one station x one parameter x one gap kind x one UTC day",
+    "What a station lacks against the reference profile, ranked per site by impact: critical-to-quality first, "
+    "then energy sub-metering, then the rest; missing sensors before slow ones, a parameter with no sensor "
+    "at all before a partly measured one, then the larger shortfall, then flow order. Each gap says why it matters.",
+    [col("site", _STR, "Site.", nullable=False),
+     col("rank", _I64, "Rank within the site, 1 = the largest gap.", nullable=False),
+     col("line", _STR, "Production line ('site' for plant-wide stations)."),
+     col("station", _STR, "Station."),
+     col("stage", _STR, "Process stage."),
+     col("parameter", _STR, "Parameter the profile lists."),
+     col("category", _STR, "ctq, energy or other."),
+     col("gap", _STR, "missing (fewer sensors than the profile) or slow (nominal rate below the profile's)."),
+     col("signal_class", _STR, "Signal class of the parameter (prices the retrofit)."),
+     col("sensors_present", _I64, "Sensors of the parameter on the station, count."),
+     col("sensors_expected", _I64, "Sensors of the parameter in the profile, count."),
+     col("sensors_missing", _I64, "missing: sensors to add, count; 0 for slow."),
+     col("sensors_slow", _I64, "slow: sensors below the profile's rate, count; 0 for missing."),
+     col("nominal_rate_hz", _F64, "Slowest nominal rate of the sensors present, Hz; null if none."),
+     col("profile_rate_hz", _F64, "Nominal rate in the profile, Hz."),
+     col("reason", _STR, "Why the gap matters, in words."),
+     date_col()],
+    sort_key=("site", "rank"))
+
+BATCH_TABLES.update({t.name: t for t in (SENSOR_DENSITY_AUDIT, SENSOR_GAPS)})
+BATCH_EXAMPLES.update({
+    "sensor_density_audit": """SELECT site, line, sensors, sensor_coverage, ctq_coverage, energy_coverage,
+       achieved_rate_ratio, sensors_per_million_cells
+FROM sensor_density_audit
+WHERE date = (SELECT max(date) FROM sensor_density_audit) AND level <> 'station'
+ORDER BY site, level DESC, line;""",
+    "sensor_gaps": """SELECT site, rank, station, parameter, category, gap, reason
+FROM sensor_gaps
+WHERE date = (SELECT max(date) FROM sensor_gaps) AND rank <= 3
+ORDER BY site, rank;""",
+})
+
+READINESS_SCORES = batch_spec(
+    "readiness_scores", "one plant or line x one dimension (or overall) x one UTC day",
+    "Legacy-factory readiness after the Smart Industry Readiness Index: each dimension banded 0-5 from one "
+    "measured figure (numerator / denominator) against the thresholds of schemas/reference/readiness.yaml, "
+    "with the query that measured it; an overall row holds the weighted mean of the bands and the acatech "
+    "Industrie 4.0 maturity stage it reaches.",
+    [col("site", _STR, "Site.", nullable=False),
+     col("level", _STR, "plant or line.", nullable=False),
+     col("line", _STR, "Production line; null on plant rows."),
+     col("dimension", _STR, "connectivity, automation, sensor_density, data_completeness, timeliness, "
+         "data_quality, traceability, energy_transparency, or overall.", nullable=False),
+     col("band", pa.int8(), "Band 0-5 (0 undefined ... 5 intelligent); null without a figure and on overall."),
+     col("score", _F64, "The band as a number; on overall, the weighted mean of the bands, 0-5."),
+     col("figure", _F64, "Measured figure, numerator / denominator (ratio 0-1); on overall, the score."),
+     col("numerator", _F64, "What the figure counts (samples, sensors, windows, cells...)."),
+     col("denominator", _F64, "What it is counted against."),
+     col("higher_is_better", _BOOL, "Whether the figure must reach (true) or stay under (false) the thresholds."),
+     col("thresholds", pa.list_(_F64), "Figures bands 1 to 5 require; on overall, the minimum scores of "
+         "acatech stages 1 to 6."),
+     col("weight", _F64, "Weight of the dimension in the overall score."),
+     col("evidence", _STR, "The figure in words."),
+     col("evidence_query", _STR, "The SQL that measured it over the warehouse (named parameters)."),
+     col("evidence_params", _STR, "The query's bound parameters, JSON."),
+     col("stage", pa.int8(), "overall: acatech stage 1-6."),
+     col("stage_label", _STR, "overall: computerisation, connectivity, visibility, transparency, predictive "
+         "capacity or adaptability."),
+     date_col()],
+    sort_key=("site", "level", "line", "dimension"))
+
+BATCH_TABLES[READINESS_SCORES.name] = READINESS_SCORES
+BATCH_EXAMPLES[READINESS_SCORES.name] = """SELECT site, dimension, band, round(figure, 3) AS figure, evidence
+FROM readiness_scores
+WHERE date = (SELECT max(date) FROM readiness_scores) AND level = 'plant'
+ORDER BY site, dimension;"""
+
+RETROFIT_PLAN = batch_spec(
+    "retrofit_plan", "one site x one retrofit item x one UTC day",
+    "The sensors, energy meters and gateways a site lacks against the reference profile, in the priority of "
+    "sensor_gaps, priced with the cost table (schemas/reference/retrofit_costs.yaml; its defaults are assumptions). "
+    "Slow sensors get no hardware: the station's gateway lifts their polling rate.",
+    [col("site", _STR, "Site.", nullable=False),
+     col("priority", _I64, "Order of purchase, 1 first.", nullable=False),
+     col("item", _STR, "sensor, energy_meter or gateway."),
+     col("line", _STR, "Production line of the station."),
+     col("station", _STR, "Station."),
+     col("stage", _STR, "Process stage."),
+     col("parameter", _STR, "Parameter the sensors measure; null for a gateway."),
+     col("category", _STR, "ctq, energy or other (the gap's; a gateway takes its station's first gap's)."),
+     col("quantity", _I64, "Units to install, count."),
+     col("hardware_eur", _F64, "Hardware, EUR."),
+     col("engineering_hours", _F64, "Engineering and installation, h."),
+     col("engineering_eur", _F64, "engineering_hours x the hourly rate, EUR."),
+     col("cost_eur", _F64, "hardware_eur + engineering_eur, EUR."),
+     col("cumulative_eur", _F64, "CAPEX of this item and every one before it, EUR."),
+     col("gap_rank", _I64, "sensor_gaps.rank of the gap the item closes (a gateway: its station's first gap)."),
+     col("reason", _STR, "Why, in words."),
+     date_col()],
+    sort_key=("site", "priority"))
+
+RETROFIT_PAYBACK = batch_spec(
+    "retrofit_payback", "one site x one UTC day",
+    "The retrofit plan's CAPEX against the annual savings of closing part of the gap between the site's measured "
+    "scrap rate and energy per cell and the benchmark plant's (GIGAPULSE_AUDIT_REFERENCE_PLANT) on the same day, "
+    "and the payback period; the assumptions are in the row.",
+    [col("site", _STR, "Site.", nullable=False),
+     col("items", _I64, "retrofit_plan rows, count."),
+     col("capex_eur", _F64, "Sum of the plan's cost_eur, EUR."),
+     col("cells", _I64, "Cells started that day, count."),
+     col("production_hours", _F64, "Span of the day's production events, h."),
+     col("annual_cells", _F64, "cells / production_hours x operating hours a year, count."),
+     col("scrap_rate", _F64, "Cells scrapped / cells started that day, ratio 0-1."),
+     col("reference_scrap_rate", _F64, "The benchmark plant's, ratio 0-1."),
+     col("kwh_per_cell", _F64, "kWh of the site's meters (energy_daily) per cell started, kWh."),
+     col("reference_kwh_per_cell", _F64, "The benchmark plant's, kWh."),
+     col("energy_coverage", _F64, "Share of process stations with their own meter (sensor_density_audit), 0-1: "
+         "how far kwh_per_cell can be attributed."),
+     col("annual_scrap_savings_eur", _F64, "Expected savings from lower scrap, EUR a year."),
+     col("annual_energy_savings_eur", _F64, "Expected savings from lower energy per cell, EUR a year."),
+     col("annual_savings_eur", _F64, "Their sum, EUR a year; null without a benchmark."),
+     col("payback_years", _F64, "capex_eur / annual_savings_eur, years; null without savings."),
+     col("assumptions", _STR, "The assumptions behind the savings, in words."),
+     date_col()],
+    sort_key=("site",))
+
+BATCH_TABLES.update({t.name: t for t in (RETROFIT_PLAN, RETROFIT_PAYBACK)})
+BATCH_EXAMPLES.update({
+    "retrofit_plan": """SELECT site, priority, item, station, parameter, quantity, cost_eur, cumulative_eur
+FROM retrofit_plan
+WHERE date = (SELECT max(date) FROM retrofit_plan) AND priority <= 5
+ORDER BY site, priority;""",
+    "retrofit_payback": """SELECT site, capex_eur, annual_savings_eur, payback_years, assumptions
+FROM retrofit_payback
+WHERE date = (SELECT max(date) FROM retrofit_payback)
+ORDER BY site;""",
+})

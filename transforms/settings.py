@@ -191,3 +191,29 @@ class RollupSettings(BaseSettings):
     @property
     def shift_start_minutes(self) -> tuple[int, ...]:
         return parse_shift_starts(self.shift_starts)
+
+
+# --------------------------------------------------------------------------- audits and readiness (issue #11)
+
+class AuditSettings(BaseSettings):
+    """Reference data and economic assumptions of the sensor audit, readiness scores and retrofit plan.
+
+    Environment: ``GIGAPULSE_AUDIT_*``. Unset file paths use the shipped files in ``schemas/reference/``;
+    the prices and hours are planning assumptions (docs/batch.md, Readiness and retrofit), meant to be
+    set per site.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_AUDIT_", frozen=True)
+
+    reference_profile: Path | None = Field(None, description="Reference profile YAML (default: the shipped one).")
+    retrofit_costs: Path | None = Field(None, description="Retrofit cost table YAML (default: the shipped one).")
+    readiness: Path | None = Field(None, description="Readiness bands, weights and stages YAML (default: shipped).")
+    reference_plant: str = Field("reference", description="Plant file whose site is the benchmark of the "
+                                 "retrofit savings (its measured scrap and energy per cell).")
+    electricity_eur_kwh: float = Field(0.15, ge=0, description="Price of electricity, EUR/kWh.")
+    scrap_eur_per_cell: float = Field(20.0, ge=0, description="Cost of one scrapped cell (materials and "
+                                      "value added), EUR.")
+    operating_hours_per_year: float = Field(8_000.0, gt=0, le=8_784, description="Production hours a year "
+                                            "the day's output rate is scaled to.")
+    gap_closed_share: float = Field(0.5, ge=0, le=1, description="Share of the scrap and energy gap to the "
+                                    "reference plant the retrofit is expected to close.")

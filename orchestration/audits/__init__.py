@@ -1,0 +1,75 @@
+"""Audits domain: the sensor density audit of every plant in the warehouse, one UTC day at a time.
+
+The logic lives in :mod:`transforms.batch.density`; the asset reads the warehouse, lands
+``sensor_density_audit`` and ``sensor_gaps`` for its day (replaced whole, so a rerun leaves the same
+rows) and reports the key figures as metadata.
+"""
+
+# No ``from __future__ import annotations``: Dagster inspects the asset's parameter annotations.
+from datetime import date
+
+import dagster as dg
+
+from orchestration.resources import DUCKDB_POOL, WarehouseResource
+
+# TODO(lead): use orchestration.partitions.daily_partitions once it lands; same definition.
+daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
+
+
+def markdown_table(rows: list[dict], columns: list[str], limit: int = 10) -> str:
+    """A small Markdown preview of ``rows`` (the first ``limit``) for asset metadata."""
+    def cell(v) -> str:
+        return "" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v).replace("|", "/")
+
+    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    body = ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows[:limit]]
+    more = [f"\n{len(rows) - limit} more rows"] if len(rows) > limit else []
+    return "\n".join(head + body + more)
+
+
+@dg.asset(partitions_def=daily_partitions, group_name="audits", kinds={"duckdb", "parquet"}, pool=DUCKDB_POOL)
+def sensor_density_audit(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Sensors per station, line and plant against the reference profile, and the gaps ranked by impact.
+
+    Lands two batch tables for the partition's day: ``sensor_density_audit`` (coverage of the profile, of
+    critical-to-quality parameters and of energy sub-metering, achieved sampling rates, sensors per
+    station and per million cells) and ``sensor_gaps`` (CTQ first, then energy, then the rest, each
+    with its reason).
+    """
+    from schemas.batch import SENSOR_DENSITY_AUDIT, SENSOR_GAPS
+    from schemas.reference_data import load_reference_profile
+    from transforms.batch.density import audit_density, density_tables, read_density_inputs
+    from transforms.batch.store import write_day
+    from transforms.settings import AuditSettings
+    from transforms.warehouse.reader import connect
+
+    day = date.fromisoformat(context.partition_key)
+    paths = warehouse.paths()
+    profile = load_reference_profile(AuditSettings().reference_profile)
+    con = connect(paths.db_path)
+    try:
+        inputs = read_density_inputs(con, day)
+    finally:
+        con.close()
+    audit = audit_density(inputs.sensors, inputs.delivery, inputs.cells, profile)
+    audit_table, gaps_table = density_tables(audit)
+    write_day(paths.lake_root, SENSOR_DENSITY_AUDIT, day, audit_table)
+    write_day(paths.lake_root, SENSOR_GAPS, day, gaps_table)
+    plants = [r for r in audit.rows if r["level"] == "plant"]
+    context.log.info(f"{day}: {len(plants)} plants, {audit_table.num_rows} audit rows, {gaps_table.num_rows} gaps")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": audit_table.num_rows,
+        "gap_rows": gaps_table.num_rows,
+        "preview": dg.MetadataValue.md(markdown_table(plants, [
+            "site", "sensors", "sensor_coverage", "ctq_coverage", "energy_coverage", "achieved_rate_ratio",
+            "sensors_per_million_cells", "gaps"])),
+        "top_gaps": dg.MetadataValue.md(markdown_table(
+            [g.__dict__ for g in audit.gaps if g.rank <= 3], ["site", "rank", "station", "parameter", "reason"])),
+        "sensor_coverage": dg.MetadataValue.json({r["site"]: r["sensor_coverage"] for r in plants}),
+    })
+
+
+audits_job = dg.define_asset_job("audits_job", selection=[sensor_density_audit],
+                                 description="The day's sensor density audit.")
+
+defs = dg.Definitions(assets=[sensor_density_audit], jobs=[audits_job])
