@@ -61,7 +61,7 @@ def plant_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
 
 
 plant_kpis_job = dg.define_asset_job(
-    "plant_kpis_job", selection=[plant_kpis], partitions_def=daily_partitions,
+    "plant_kpis_job", selection=[plant_kpis],
     description="Compute one day's plant KPIs per line from the rollups.",
 )
 

@@ -62,7 +62,7 @@ def material_loss(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 
 material_loss_job = dg.define_asset_job(
-    "material_loss_job", selection=[material_loss], partitions_def=daily_partitions,
+    "material_loss_job", selection=[material_loss],
     description="Book one day's scrap as kg of critical raw material and its value.",
 )
 
