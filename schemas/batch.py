@@ -137,13 +137,11 @@ PLANT_KPIS = batch_spec(
 
 BATCH_TABLES[MATERIAL_LOSS.name] = MATERIAL_LOSS
 BATCH_TABLES[PLANT_KPIS.name] = PLANT_KPIS
-BATCH_EXAMPLES[MATERIAL_LOSS.name] = """-- Lithium, nickel and cobalt lost per site and stage over the last 7 days, with their value
-SELECT site, stage, element, round(sum(kg), 3) AS kg, round(sum(value), 2) AS value, any_value(currency) AS currency
+BATCH_EXAMPLES[MATERIAL_LOSS.name] = """SELECT site, stage, element, round(sum(kg), 3) AS kg, round(sum(value), 2) AS value, any_value(currency) AS currency
 FROM material_loss
 WHERE date >= (SELECT max(date) FROM material_loss) - 6 AND element IN ('lithium', 'nickel', 'cobalt')
 GROUP BY ALL ORDER BY value DESC;"""
-BATCH_EXAMPLES[PLANT_KPIS.name] = """-- Energy per good cell beside the share of the plant its meters cover
-SELECT date, site, line, output_cells, round(yield, 4) AS yield, round(kwh_per_good_cell, 2) AS kwh_per_cell,
+BATCH_EXAMPLES[PLANT_KPIS.name] = """SELECT date, site, line, output_cells, round(yield, 4) AS yield, round(kwh_per_good_cell, 2) AS kwh_per_cell,
        round(metered_share, 2) AS metered_share, round(readings_per_kwh_cell) AS readings_per_kwh
 FROM plant_kpis
 ORDER BY date DESC, site, line;"""

@@ -57,7 +57,29 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
     refresh_rollups(lake_sources(lake), lake)  # what `gigapulse lake rollup` does
     db = Path(data_dir) / "gigapulse.duckdb"
     build_catalog(lake, db)
+    _land_batch_tables(lake, db)
+    build_catalog(lake, db)  # again, so the batch tables' views read the days just landed
     return db
+
+
+def _land_batch_tables(lake: Path, db: Path) -> None:
+    """What the daily batch assets land (material_loss, plant_kpis), for every day of events."""
+    from schemas.batch import MATERIAL_LOSS, PLANT_KPIS
+    from transforms.batch.kpis import plant_kpis_day
+    from transforms.batch.material import load_reference, material_loss_day
+    from transforms.batch.store import write_day
+    from transforms.settings import MaterialSettings
+    from transforms.warehouse.reader import connect
+
+    ref = load_reference(MaterialSettings())
+    con = connect(db)
+    try:
+        days = [d for (d,) in con.sql("SELECT DISTINCT date FROM production_events ORDER BY date").fetchall()]
+        for day in days:
+            write_day(lake, MATERIAL_LOSS, day, material_loss_day(con, day, ref.products, ref.bom, ref.prices).rows)
+            write_day(lake, PLANT_KPIS, day, plant_kpis_day(con, day, ref.products))
+    finally:
+        con.close()
 
 
 def _simulate_into(lake: Path, settings: StreamSettings, plant, partition: int, seconds: float, seed: int,
