@@ -99,8 +99,10 @@ def carried_parts(unit_type: str, electrode: Electrode | None) -> list[tuple[Par
 
 def unit_cells(product: SiteProduct, unit_type: str) -> float:
     """How many cells' worth a unit is (a cell 1, a batch or roll the plant's stated size)."""
-    return {"cell": 1.0, "slurry_batch": product.slurry_batch_cells,
-            "electrode_roll": product.electrode_roll_cells}[unit_type]
+    sizes = {"cell": 1.0, "slurry_batch": product.slurry_batch_cells, "electrode_roll": product.electrode_roll_cells}
+    if unit_type not in sizes:
+        raise ValueError(f"unknown unit type {unit_type!r}; expected one of {', '.join(sizes)}")
+    return sizes[unit_type]
 
 
 def unit_masses(bom: ChemistryBom, product: SiteProduct, unit_type: str,

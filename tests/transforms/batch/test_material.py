@@ -81,6 +81,9 @@ def test_unknown_sites_are_counted_not_guessed_and_carried_parts_refuse_unknown_
     assert result.rows.num_rows == 0 and result.unbooked == {"x": 1}
     with pytest.raises(ValueError, match="unknown unit type 'pallet'"):
         carried_parts("pallet", None)
+    with pytest.raises(ValueError, match="unknown unit type 'pallet'"):
+        book_material_loss(scraps(("s", "L1", "stacking", "L1-stack", "p1", "pallet", "dropped", [])),
+                           {"s": PRODUCT}, BOM, PRICES)
 
 
 EVENTS_DDL = """CREATE TABLE production_events (event_id VARCHAR, ts TIMESTAMPTZ, site VARCHAR, line VARCHAR,
