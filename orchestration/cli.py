@@ -92,7 +92,8 @@ def jobs_list() -> None:
         if not job.name.startswith("__"):
             out.print(f"  {job.name:36s} {job.description or ''}")
     out.print("schedules:")
-    for schedule in sorted(defs.schedules or [], key=lambda s: s.name):
+    # resolve_schedule_def: a schedule built from a partitioned asset job is only resolved against the defs.
+    for schedule in sorted((defs.resolve_schedule_def(s.name) for s in defs.schedules or []), key=lambda s: s.name):
         status = schedule.default_status.value.lower()
         out.print(f"  {schedule.name:36s} {schedule.cron_schedule} {schedule.execution_timezone or 'UTC'}  "
                   f"job={schedule.job_name}  default={status}")

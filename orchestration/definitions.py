@@ -9,7 +9,7 @@ the platform (rollups, audits, readiness, material loss, data quality) join it h
 # (context, resources) as real types when the decorator runs.
 import dagster as dg
 
-from orchestration import audits, readiness
+from orchestration import audits, kpis, quality, readiness
 from orchestration.resources import WarehousePaths, WarehouseResource
 
 #: Run tag the compose instance limits to one run at a time (infra/dagster/dagster.yaml).
@@ -128,6 +128,6 @@ _core = dg.Definitions(
 )
 
 #: The code location: the core definitions above, merged with each domain's ``defs``.
-defs = dg.Definitions.merge(_core, audits.defs, readiness.defs)
+defs = dg.Definitions.merge(_core, audits.defs, readiness.defs, quality.defs, kpis.defs)
 
 __all__ = ["DUCKDB_WRITER_TAG", "WarehousePaths", "WarehouseResource", "defs"]

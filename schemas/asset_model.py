@@ -65,6 +65,32 @@ class StationTemplate(BaseModel):
     sensors: list[SensorTemplate]
 
 
+class ProductSpec(BaseModel):
+    """What the plant makes, as the batch side's material ledger and KPIs need it.
+
+    Optional in a plant file (defaults below), so older plant files still load. ``chemistry`` names an
+    entry of the bill of materials (``schemas/reference/bom.yaml``). Events do not say how big a slurry
+    batch or an electrode roll is, so their size is stated here in cells' worth; ``electrode_stations``
+    names the station templates that handle only one electrode, so a scrapped batch or roll is booked
+    with the right active material.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chemistry: str = "NMC622"
+    cell_format: str = "prismatic"
+    slurry_batch_cells: float = Field(120.0, gt=0)
+    electrode_roll_cells: float = Field(30.0, gt=0)
+    electrode_stations: dict[Literal["cathode", "anode"], list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_electrode_per_station(self) -> ProductSpec:
+        both = set(self.electrode_stations.get("cathode", [])) & set(self.electrode_stations.get("anode", []))
+        if both:
+            raise ValueError(f"stations listed for both electrodes: {sorted(both)}")
+        return self
+
+
 class PlantTemplate(BaseModel):
     """The plant file: identity, lines, production rates and stations."""
 
@@ -78,6 +104,7 @@ class PlantTemplate(BaseModel):
     cells_per_hour_per_line: float = Field(gt=0)
     cell_capacity_ah: float = Field(gt=0)
     cell_nominal_voltage_v: float = Field(gt=0)
+    product: ProductSpec = Field(default_factory=ProductSpec)
     sim: dict[str, Any] = Field(default_factory=dict)
     stations: list[StationTemplate] = Field(min_length=1)
 

@@ -57,7 +57,45 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
     refresh_rollups(lake_sources(lake), lake)  # what `gigapulse lake rollup` does
     db = Path(data_dir) / "gigapulse.duckdb"
     build_catalog(lake, db)
+    _land_batch_tables(lake, db)
+    build_catalog(lake, db)  # again, so the batch tables' views read the days just landed
     return db
+
+
+def _land_batch_tables(lake: Path, db: Path) -> None:
+    """What the daily batch assets land (material loss, KPIs, audits, readiness), for every day of events."""
+    from schemas.batch import (
+        MATERIAL_LOSS,
+        PLANT_KPIS,
+        READINESS_SCORES,
+        RETROFIT_PAYBACK,
+        RETROFIT_PLAN,
+        SENSOR_DENSITY_AUDIT,
+        SENSOR_GAPS,
+    )
+    from transforms.batch.density import density_tables
+    from transforms.batch.kpis import plant_kpis_day
+    from transforms.batch.material import load_reference, material_loss_day
+    from transforms.batch.readiness import assess_day, readiness_table
+    from transforms.batch.retrofit import retrofit_tables
+    from transforms.batch.store import write_day
+    from transforms.settings import MaterialSettings
+    from transforms.warehouse.reader import connect
+
+    ref = load_reference(MaterialSettings())
+    con = connect(db)
+    try:
+        days = [d for (d,) in con.sql("SELECT DISTINCT date FROM production_events ORDER BY date").fetchall()]
+        for day in days:
+            write_day(lake, MATERIAL_LOSS, day, material_loss_day(con, day, ref.products, ref.bom, ref.prices).rows)
+            write_day(lake, PLANT_KPIS, day, plant_kpis_day(con, day, ref.products))
+            a = assess_day(con, day)
+            for spec, table in zip((SENSOR_DENSITY_AUDIT, SENSOR_GAPS, READINESS_SCORES, RETROFIT_PLAN, RETROFIT_PAYBACK),
+                                   (*density_tables(a.audit), readiness_table(a.scores),
+                                    *retrofit_tables(a.plan, a.paybacks)), strict=True):
+                write_day(lake, spec, day, table)
+    finally:
+        con.close()
 
 
 def _simulate_into(lake: Path, settings: StreamSettings, plant, partition: int, seconds: float, seed: int,

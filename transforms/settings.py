@@ -217,3 +217,23 @@ class AuditSettings(BaseSettings):
                                             "the day's output rate is scaled to.")
     gap_closed_share: float = Field(0.5, ge=0, le=1, description="Share of the scrap and energy gap to the "
                                     "reference plant the retrofit is expected to close.")
+
+# --------------------------------------------------------------------------- batch: material ledger, plant KPIs
+
+
+class MaterialSettings(BaseSettings):
+    """Where the material ledger and the plant KPIs find their reference data.
+    Environment: ``GIGAPULSE_MATERIAL_*``.
+
+    Unset files mean the shipped assumptions (``schemas/reference/bom.yaml`` and ``prices.yaml``,
+    documented in docs/batch.md). ``plants`` are the plant files (builtin names or paths) whose
+    ``product`` block says what each site makes; a site in the data without one gets no material
+    rows and no per-kWh figures (the assets report it).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_MATERIAL_", frozen=True)
+
+    bom_file: Path | None = Field(None, description="Bill of materials per chemistry (YAML, kg per kWh).")
+    prices_file: Path | None = Field(None, description="Element prices per kg (YAML, with currency and date).")
+    plants: list[str] = Field(["reference", "legacy"], description="Plant files (names or paths) by site, "
+                              "JSON list: '[\"reference\", \"/etc/plants/berlin.yaml\"]'.")

@@ -76,3 +76,13 @@ def test_a_bad_shift_start_is_refused(monkeypatch, raw, needle):
     with pytest.raises(ValidationError, match=needle):
         RollupSettings()
     assert RollupSettings.model_fields["shift_starts"].default == DEFAULT_SHIFT_STARTS
+
+
+def test_material_settings_read_files_and_plants_from_the_environment(monkeypatch, tmp_path):
+    from transforms.settings import MaterialSettings
+
+    assert MaterialSettings().bom_file is None and MaterialSettings().plants == ["reference", "legacy"]
+    monkeypatch.setenv("GIGAPULSE_MATERIAL_BOM_FILE", str(tmp_path / "bom.yaml"))
+    monkeypatch.setenv("GIGAPULSE_MATERIAL_PLANTS", '["reference"]')
+    settings = MaterialSettings()
+    assert settings.bom_file == tmp_path / "bom.yaml" and settings.plants == ["reference"]
