@@ -79,7 +79,7 @@ def jobs_daemon() -> None:
 
 @jobs_app.command("list")
 def jobs_list() -> None:
-    """Print the assets, jobs and schedules the definitions hold (loads them, so it doubles as a check)."""
+    """Print the assets, jobs, schedules and sensors the definitions hold (loads them, so it doubles as a check)."""
     from orchestration.definitions import defs
 
     out.print("assets:")
@@ -96,3 +96,9 @@ def jobs_list() -> None:
         status = schedule.default_status.value.lower()
         out.print(f"  {schedule.name:36s} {schedule.cron_schedule} {schedule.execution_timezone or 'UTC'}  "
                   f"job={schedule.job_name}  default={status}")
+    out.print("sensors:")
+    for sensor in sorted(defs.sensors or [], key=lambda s: s.name):
+        status = sensor.default_status.value.lower()
+        targets = ",".join(t.job_name for t in sensor.targets)
+        out.print(f"  {sensor.name:36s} every {sensor.minimum_interval_seconds or 30} s  jobs={targets}  "
+                  f"default={status}")
