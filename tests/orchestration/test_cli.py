@@ -2,6 +2,7 @@
 
 The webserver and daemon tests run what docker-compose runs (``gigapulse jobs webserver|daemon``), in a
 temporary DAGSTER_HOME with Dagster's default local storage, and stop exactly the processes they started.
+``run`` is exercised through the CLI's entry point, as a user types it, on a temporary DAGSTER_HOME.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import psutil
 import pytest
+
+from gigapulse.cli import main
+from orchestration.partitions import build_daily_partitions
 
 START_TIMEOUT_S = 60.0
 
@@ -120,3 +126,98 @@ def test_dagster_home_defaults_to_var(monkeypatch, tmp_path, unset):
         assert ensure_dagster_home() == tmp_path.resolve() / "rel" / "home"
     assert os.environ["DAGSTER_HOME"] == str(ensure_dagster_home())
     assert Path(os.environ["DAGSTER_HOME"]).is_absolute()
+
+
+# --------------------------------------------------------------------------- jobs run
+
+@pytest.fixture
+def tiny_defs(monkeypatch, tmp_path):
+    """A daily-partitioned asset that records each day it ran for, a failing one, and an unpartitioned
+    one, as the code location ``jobs run`` loads; DAGSTER_HOME in the test's directory."""
+    parts = build_daily_partitions(date(2026, 11, 1))
+    ran = tmp_path / "ran"
+    ran.mkdir()
+
+    # Unannotated context and results: this module's postponed annotations would be strings to Dagster.
+    @dg.asset(partitions_def=parts)
+    def day_marker(context):
+        """Touches a file named by its day."""
+        (ran / context.partition_key).touch()
+        return dg.MaterializeResult(metadata={"day": context.partition_key})
+
+    @dg.asset(partitions_def=parts)
+    def fails_on_the_2nd(context):
+        """Fails for 2026-11-02 only."""
+        if context.partition_key == "2026-11-02":
+            raise RuntimeError("no data for 2026-11-02\nsecond line")
+
+    @dg.asset
+    def whole():
+        """Unpartitioned."""
+
+    defs = dg.Definitions(assets=[day_marker, fails_on_the_2nd, whole],
+                          jobs=[dg.define_asset_job("day_job", [day_marker]),
+                                dg.define_asset_job("flaky_job", [fails_on_the_2nd]),
+                                dg.define_asset_job("whole_job", [whole])])
+    monkeypatch.setattr("orchestration.definitions.defs", defs)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return ran
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["jobs", "run", *argv])
+    cap = capsys.readouterr()
+    return exc.value.code, cap.out, cap.err
+
+
+def test_run_backfills_a_range_one_materialization_per_day(tiny_defs, capsys):
+    rc, out, err = run(["day_job", "--from", "2026-11-02", "--to", "2026-11-03"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in tiny_defs.iterdir()) == ["2026-11-02", "2026-11-03"]
+    assert [line.split()[:2] for line in out.splitlines()] == [["2026-11-02", "ok"], ["2026-11-03", "ok"]]
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_materialized_partitions(dg.AssetKey("day_marker")) == {"2026-11-02", "2026-11-03"}
+        records = instance.fetch_materializations(dg.AssetKey("day_marker"), limit=10).records
+        assert sorted(r.partition_key for r in records) == ["2026-11-02", "2026-11-03"]
+
+    rc, out, err = run(["day_job", "--partition", "2026-11-04"], capsys)
+    assert rc == 0, err
+    assert "2026-11-04  ok  1 materialization(s)" in out
+
+
+def test_run_an_unpartitioned_job(tiny_defs, capsys):
+    rc, out, err = run(["whole_job"], capsys)
+    assert rc == 0, err
+    assert out.startswith("whole_job  ok  1 materialization(s)")
+
+
+def test_a_failed_day_does_not_stop_the_backfill_and_fails_the_command(tiny_defs, capsys):
+    rc, out, err = run(["flaky_job", "--from", "2026-11-01", "--to", "2026-11-03"], capsys)
+    assert rc == 1
+    assert [line.split()[:2] for line in out.splitlines()] == [["2026-11-01", "ok"], ["2026-11-02", "FAILED"],
+                                                              ["2026-11-03", "ok"]]
+    assert err.strip().splitlines() == ["gigapulse: error: 1 of 3 run(s) failed (2026-11-02); first: step "
+                                        "fails_on_the_2nd: RuntimeError: no data for 2026-11-02"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["nope"], "unknown job 'nope'; jobs are day_job, flaky_job, whole_job"),
+    (["day_job", "--partition", "2026-13-01"], "--partition '2026-13-01' is not a date YYYY-MM-DD"),
+    (["day_job", "--partition", "20261101"], "--partition '20261101' is not a date YYYY-MM-DD"),
+    (["day_job", "--from", "2026-11-03", "--to", "2026-11-02"], "--from 2026-11-03 is after --to 2026-11-02"),
+    (["day_job", "--from", "2026-11-03"], "--from and --to go together"),
+    (["day_job", "--partition", "2026-11-03", "--from", "2026-11-03", "--to", "2026-11-04"], "give either --partition or --from/--to, not both"),
+    (["day_job"], "job 'day_job' is partitioned by day; give --partition DATE or --from DATE --to DATE"),
+    (["day_job", "--partition", "2026-10-31"], "2026-10-31 outside the partitions of job 'day_job' (2026-11-01 to "),
+    (["whole_job", "--partition", "2026-11-03"], "job 'whole_job' is not partitioned"),
+])
+def test_bad_requests_fail_in_one_line_before_any_run(tiny_defs, capsys, argv, message):
+    rc, out, err = run(argv, capsys)
+    assert rc == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"gigapulse: error: {message}")
+    assert out == "" and not any(tiny_defs.iterdir())
