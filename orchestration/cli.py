@@ -83,7 +83,7 @@ def jobs_daemon() -> None:
 
 @jobs_app.command("list")
 def jobs_list() -> None:
-    """Print the assets, jobs and schedules the definitions hold (loads them, so it doubles as a check)."""
+    """Print the assets, jobs, schedules and sensors the definitions hold (loads them, so it doubles as a check)."""
     from orchestration.definitions import defs
 
     out.print("assets:")
@@ -110,10 +110,10 @@ def jobs_list() -> None:
 
 @jobs_app.command("run")
 def jobs_run(
-    name: Annotated[str, typer.Argument(help="Job to run (see 'gigapulse jobs list').")],
-    partition: Annotated[str | None, typer.Option(help="UTC day YYYY-MM-DD of a daily-partitioned job.")] = None,
-    start: Annotated[str | None, typer.Option("--from", help="Backfill: first UTC day YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="Backfill: last UTC day YYYY-MM-DD (included).")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Job to run (see 'gigapulse jobs list').")],
+    partition: Annotated[str | None, typer.Option(metavar="DATE", help="UTC day YYYY-MM-DD of a daily-partitioned job.")] = None,
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="Backfill: first UTC day YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Backfill: last UTC day YYYY-MM-DD (included).")] = None,
 ) -> None:
     """Run a job in this process, or backfill a date range one day at a time, on DAGSTER_HOME's instance.
 

@@ -53,3 +53,19 @@ def test_lake_sensor_is_stopped_by_default_and_starts_maintenance():
     assert sensor is new_lake_partitions
     assert sensor.default_status is dg.DefaultSensorStatus.STOPPED
     assert [t.job_name for t in sensor.targets] == ["lake_compaction_job"]
+
+
+def test_the_docs_name_the_code_location_and_the_lake_definitions():
+    """README's ``dagster dev -m ...`` loads this module, and docs/batch.md names what the lake domain holds."""
+    import importlib
+
+    from orchestration.cli import DEFINITIONS_MODULE
+    from transforms.settings import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"dagster dev -m {DEFINITIONS_MODULE}" in readme
+    assert importlib.import_module(DEFINITIONS_MODULE).defs is defs
+    batch = (REPO_ROOT / "docs" / "batch.md").read_text()
+    names = [j.name for j in lake.defs.jobs] + [s.name for s in lake.defs.schedules] + \
+        [s.name for s in lake.defs.sensors] + [a.key.to_user_string() for a in lake.defs.assets]
+    assert [n for n in names if f"`{n}`" not in batch] == []
