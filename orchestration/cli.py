@@ -2,12 +2,14 @@
 
 ``webserver`` and ``daemon`` replace the gigapulse process with ``dagster-webserver`` or
 ``dagster-daemon`` (``os.execvp``), so signals from docker-compose or a terminal reach Dagster
-directly and no wrapper process sits in between. Dagster is imported only by ``list``: the other
-gigapulse commands should not pay for importing it.
+directly and no wrapper process sits in between. ``list`` prints what the definitions hold and ``run``
+runs a job in this process (:mod:`orchestration.runs`), one run or a backfill of a date range. Dagster
+is imported only by those two: the other gigapulse commands should not pay for importing it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -17,11 +19,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gigapulse.cli.common import UserError, _progress
+
 DEFINITIONS_MODULE = "orchestration.definitions"
 #: Where local runs keep Dagster's default (SQLite) storage when DAGSTER_HOME is unset.
 DEFAULT_DAGSTER_HOME = Path("var/dagster")
 
-jobs_app = typer.Typer(help="Batch jobs: Dagster's webserver, its daemon, and what they load.",
+jobs_app = typer.Typer(help="Batch jobs: Dagster's webserver, its daemon, what they load, and runs in-process.",
                        no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -79,7 +83,7 @@ def jobs_daemon() -> None:
 
 @jobs_app.command("list")
 def jobs_list() -> None:
-    """Print the assets, jobs and schedules the definitions hold (loads them, so it doubles as a check)."""
+    """Print the assets, jobs, schedules and sensors the definitions hold (loads them, so it doubles as a check)."""
     from orchestration.definitions import defs
 
     out.print("assets:")
@@ -97,3 +101,52 @@ def jobs_list() -> None:
         status = schedule.default_status.value.lower()
         out.print(f"  {schedule.name:36s} {schedule.cron_schedule} {schedule.execution_timezone or 'UTC'}  "
                   f"job={schedule.job_name}  default={status}")
+    out.print("sensors:")
+    for sensor in sorted(defs.sensors or [], key=lambda s: s.name):
+        status = sensor.default_status.value.lower()
+        targets = ",".join(t.job_name for t in sensor.targets)
+        out.print(f"  {sensor.name:36s} every {sensor.minimum_interval_seconds or 30} s  jobs={targets}  "
+                  f"default={status}")
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Job to run (see 'gigapulse jobs list').")],
+    partition: Annotated[str | None, typer.Option(metavar="DATE", help="UTC day YYYY-MM-DD of a daily-partitioned job.")] = None,
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="Backfill: first UTC day YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Backfill: last UTC day YYYY-MM-DD (included).")] = None,
+) -> None:
+    """Run a job in this process, or backfill a date range one day at a time, on DAGSTER_HOME's instance.
+
+    The runs appear in the Dagster UI like runs it launched. A failed day does not stop a backfill;
+    the command then exits non-zero naming the failed days.
+    """
+    import dagster as dg
+
+    from orchestration.definitions import defs
+    from orchestration.runs import JobRunError, RunOutcome, execute_plan, failed_summary, plan_runs
+
+    try:
+        plan = plan_runs(defs, name, partition, start, end)
+    except JobRunError as exc:
+        raise UserError(str(exc)) from None
+    ensure_dagster_home()
+    for noisy in ("alembic", "dagster"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    runs = len(plan.partition_keys)
+
+    def done(outcome: RunOutcome) -> None:
+        label = outcome.partition_key or plan.job_name
+        state = "ok" if outcome.success else f"FAILED {outcome.error}"
+        out.print(f"{label}  {state}  {outcome.materializations} materialization(s)  {outcome.seconds:.1f} s  "
+                  f"run {outcome.run_id[:8]}")
+        progress.update(task, advance=1, info=label)
+
+    with dg.DagsterInstance.get() as instance, _progress() as progress:
+        task = progress.add_task(f"{plan.job_name}", total=runs, info="")
+        outcomes = execute_plan(defs, plan, instance,
+                                on_start=lambda key: progress.update(task, info=f"running {key or ''}".strip()),
+                                on_done=done)
+    failed = failed_summary(outcomes)
+    if failed:
+        raise UserError(failed)

@@ -214,17 +214,23 @@ def test_dagster_services_share_postgres_storage(services):
 
 
 def test_dagster_instance_config_is_valid(tmp_path):
-    """Dagster's own schema check of the compose instance config (no Postgres needed)."""
-    from dagster._core.instance.config import dagster_instance_config
+    """Dagster's own schema check of the compose instance config (no Postgres needed), and the limits it sets."""
+    from dagster._core.instance.config import ConcurrencyConfig, PoolGranularity, dagster_instance_config
     from dagster._core.run_coordinator import RunCoordinator
     from dagster._serdes.config_class import ConfigurableClassData
 
-    from orchestration.definitions import DUCKDB_WRITER_TAG
+    from orchestration.definitions import DUCKDB_POOL, defs
 
     shutil.copy(DAGSTER_YAML, tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
     rc = config["run_coordinator"]
-    coordinator = ConfigurableClassData(rc["module"], rc["class"], yaml.safe_dump(rc["config"])).rehydrate(
+    coordinator = ConfigurableClassData(rc["module"], rc["class"], yaml.safe_dump(rc.get("config") or {})).rehydrate(
         as_type=RunCoordinator)
-    limits = coordinator.get_run_queue_config().tag_concurrency_limits
-    assert {"key": DUCKDB_WRITER_TAG, "limit": 1} in limits
+    concurrency = ConcurrencyConfig.from_concurrency_settings(config["concurrency"], coordinator.get_run_queue_config())
+    assert concurrency.run_queue_config.max_concurrent_runs == 4
+    # dagster.yaml has no per-pool limits, only a default: it is the DuckDB pool's limit as long as that
+    # pool is the only one the definitions use.
+    assert concurrency.pool_config.default_pool_limit == 1
+    assert concurrency.pool_config.pool_granularity in (None, PoolGranularity.OP)
+    pools = {defs.resolve_assets_def(spec.key).node_def.pool for spec in defs.resolve_all_asset_specs()} - {None}
+    assert pools == {DUCKDB_POOL}, "a second pool would get the DuckDB pool's default limit of 1: set its own"

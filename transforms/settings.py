@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -237,3 +238,22 @@ class MaterialSettings(BaseSettings):
     prices_file: Path | None = Field(None, description="Element prices per kg (YAML, with currency and date).")
     plants: list[str] = Field(["reference", "legacy"], description="Plant files (names or paths) by site, "
                               "JSON list: '[\"reference\", \"/etc/plants/berlin.yaml\"]'.")
+
+# --------------------------------------------------------------------------- batch side: daily partitions
+
+#: First day of the batch side's daily partitions when ``GIGAPULSE_BATCH_START_DATE`` is unset: early
+#: enough for any replayed history the demo plants produce, late enough that a backfill of "everything"
+#: stays a few hundred runs rather than decades.
+DEFAULT_BATCH_START_DATE = date(2024, 1, 1)
+
+
+class BatchPartitionSettings(BaseSettings):
+    """Where the daily partitions of the batch side begin. Environment: ``GIGAPULSE_BATCH_START_DATE``.
+
+    Read when the Dagster code location loads (its start-up): a partitions definition is fixed for the
+    life of the process, and the webserver, the daemon and ``gigapulse jobs run`` must agree on it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_BATCH_", frozen=True)
+
+    start_date: date = Field(DEFAULT_BATCH_START_DATE, description="First UTC day of the daily partitions.")

@@ -10,10 +10,8 @@ from datetime import date
 
 import dagster as dg
 
+from orchestration.partitions import daily_partitions
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
-
-# TODO(lead): use orchestration.partitions.daily_partitions once it lands; same definition.
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
 
 
 def markdown_table(rows: list[dict], columns: list[str], limit: int = 10) -> str:

@@ -9,11 +9,9 @@ from datetime import date
 
 import dagster as dg
 
+from orchestration.partitions import daily_partitions
 from orchestration.preview import markdown_preview
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
-
-# TODO: use orchestration.partitions.daily_partitions once it is on main (same definition).
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
 
 PREVIEW_COLUMNS = ["site", "line", "stage", "reason", "element", "units_scrapped", "kg", "value", "currency"]
 

@@ -192,7 +192,7 @@ def test_the_prompt_on_a_terminal_edits_spans_lines_and_keeps_history(simulated_
         term.expect("gigapulse> ")
         term.send(".tables\r")
         line = term.expect("energy_per_cell") + term.expect("\n")
-        assert "one line x one hour: Energy drawn by a line's metered stations per UTC hour" in line  # 120 wide
+        assert "one line x one hour: Energy drawn by a line's metered stations per UTC" in line  # 120 wide
         term.expect("gigapulse> ")
         term.send("\x04")  # Ctrl-D leaves
     finally:
