@@ -293,7 +293,7 @@ def _offenders(result: Any, frame: pd.DataFrame, index: str, rule: Rule, example
         row = frame.loc[frame[index] == key].iloc[0]
         shown = [rule.column, rule.other] if rule.kind == "equal" else [rule.column]
         shown += [c for c in rule.detail if c in frame.columns]
-        parts.append(f"{_fmt(key)} (" + ", ".join(f"{c} {_fmt(row[c])}" for c in shown) + ")")
+        parts.append(f"{index}={_fmt(key)} (" + ", ".join(f"{c} {_fmt(row[c])}" for c in shown) + ")")
     more = result.result.get("unexpected_count", 0) - len(keys)
     return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
