@@ -9,6 +9,7 @@ the platform (rollups, audits, readiness, material loss, data quality) join it h
 # (context, resources) as real types when the decorator runs.
 import dagster as dg
 
+from orchestration import quality
 from orchestration.resources import WarehousePaths, WarehouseResource
 
 #: Run tag the compose instance limits to one run at a time (infra/dagster/dagster.yaml).
@@ -127,6 +128,6 @@ _core = dg.Definitions(
 )
 
 #: The code location: the core definitions above, merged with each domain's ``defs``.
-defs = dg.Definitions.merge(_core)
+defs = dg.Definitions.merge(_core, quality.defs)
 
 __all__ = ["DUCKDB_WRITER_TAG", "WarehousePaths", "WarehouseResource", "defs"]

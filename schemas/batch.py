@@ -71,7 +71,8 @@ BATCH_TABLES: dict[str, TableSpec] = {}
 BATCH_EXAMPLES: dict[str, str] = {}
 
 BATCH_TABLES[DQ_RESULTS.name] = DQ_RESULTS
-BATCH_EXAMPLES[DQ_RESULTS.name] = """SELECT date, table_name, check_name, observed, message
+BATCH_EXAMPLES[DQ_RESULTS.name] = """SELECT count(*) AS checks_run, count(*) FILTER (WHERE NOT success) AS failed,
+       count(*) FILTER (WHERE NOT success AND blocking) AS failed_blocking,
+       list(message ORDER BY date DESC) FILTER (WHERE NOT success) AS failures
 FROM dq_results
-WHERE date >= current_date - 7 AND NOT success
-ORDER BY date DESC, table_name, check_name;"""
+WHERE date >= current_date - 7;"""

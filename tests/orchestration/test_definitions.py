@@ -75,8 +75,9 @@ def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
-    assert {s.key.to_user_string() for s in defs.resolve_all_asset_specs()} == {"warehouse_catalog", "lake_compaction",
-                                                                                "lake_rollups"}
+    # Each domain merged into the code location adds its own assets (orchestration/<domain>/).
+    assert {"warehouse_catalog", "lake_compaction", "lake_rollups"} <= {
+        s.key.to_user_string() for s in defs.resolve_all_asset_specs()}
     assert defs.resolve_job_def("lake_compaction_job").tags[DUCKDB_WRITER_TAG] == "true"
     assert defs.resolve_job_def("warehouse_catalog_job").tags[DUCKDB_WRITER_TAG] == "true"
 
