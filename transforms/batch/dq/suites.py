@@ -174,14 +174,14 @@ def profile(con: duckdb.DuckDBPyConnection, lake_root: Path, table: str, day: da
             settings: DataQualitySettings) -> dict[str, pd.DataFrame]:
     """The frames ``table``'s checks validate, computed by DuckDB (:mod:`transforms.batch.dq.profiles`)."""
     frames = {"schema": P.schema_frame(con, lake_root, SPECS[table], day)}
-    proven = P.footer_nulls(con, P.day_files(lake_root, table, day), P.KEY_COLUMNS[table])
+    files = P.day_files(lake_root, table, day)
+    proven = P.footer_nulls(con, files, P.KEY_COLUMNS[table])
     if table == R:
         per_sensor = P.readings_per_sensor(con, day, proven)
         frames["per_sensor"] = per_sensor
         frames["day"] = _readings_day(per_sensor)
         frames["per_source"] = P.source_positions(con, P.SOURCES[R], day)
-        newest = per_sensor["newest_ts"].max() if len(per_sensor) else None
-        frames["freshness"] = P.freshness(newest, day, now)
+        frames["freshness"] = P.freshness(P.newest_ts(con, R, files, day), day, now)
     elif table == E:
         day_frame = P.events_day(con, day, proven)
         frames["day"] = day_frame
@@ -329,3 +329,10 @@ def _outcome(check: Check, day: date, frame: pd.DataFrame, settings: DataQuality
     message = None if success else f"{check.table} {day.isoformat()} {check.name}: " + "; ".join(failed)
     return CheckOutcome(check=check.name, table=check.table, day=day, success=success, blocking=check.blocking,
                         observed="; ".join(observed), expected="; ".join(expected), message=message)
+
+
+def checks_markdown() -> str:
+    """The list of checks for docs/batch.md (a test keeps the docs equal to it)."""
+    rows = ["| check | table | blocking | what it catches |", "|---|---|---|---|"]
+    rows += [f"| `{c.name}` | {c.table} | {'yes' if c.blocking else 'no (warns)'} | {c.doc} |" for c in CHECKS]
+    return "\n".join(rows)

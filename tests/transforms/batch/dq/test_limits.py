@@ -56,3 +56,9 @@ def test_limit_columns_and_markdown_list_every_unit():
     assert units == [lim.unit for lim in PHYSICAL_LIMITS] and len(lows) == len(highs) == len(units)
     text = limits_markdown()
     assert all(f"| {lim.unit} |" in text for lim in PHYSICAL_LIMITS)
+
+
+def test_docs_list_exactly_these_limits():
+    from transforms.settings import REPO_ROOT
+
+    assert limits_markdown() in (REPO_ROOT / "docs" / "batch.md").read_text()

@@ -96,3 +96,10 @@ def test_an_unchecked_table_is_refused_in_one_line(simulated_warehouse):
     with pytest.raises(ValueError, match="no data-quality checks for 'sensors'"):
         check_table_day(simulated_warehouse, simulated_warehouse.parent / "lake", "sensors",
                         _built_at(simulated_warehouse).date())
+
+
+def test_docs_list_exactly_these_checks():
+    from transforms.batch.dq.suites import checks_markdown
+    from transforms.settings import REPO_ROOT
+
+    assert checks_markdown() in (REPO_ROOT / "docs" / "batch.md").read_text()
