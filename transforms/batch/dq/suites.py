@@ -48,6 +48,7 @@ class Rule:
     hi: float | None = None
     other: str | None = None
     detail: tuple[str, ...] = ()  # columns shown beside an offending row's key
+    show_value: bool = True  # False for 0/1 flags, whose value the text already says
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,8 @@ class CheckOutcome:
     message: str | None
 
 
-def _none(what: str, column: str, detail: tuple[str, ...] = ()) -> Rule:
-    return Rule("between", column, what, lo=0, hi=0, detail=detail)
+def _none(what: str, column: str, detail: tuple[str, ...] = (), show_value: bool = True) -> Rule:
+    return Rule("between", column, what, lo=0, hi=0, detail=detail, show_value=show_value)
 
 
 def _schema(_: DataQualitySettings) -> tuple[Rule, ...]:
@@ -110,7 +111,7 @@ def _fresh(s: DataQualitySettings) -> tuple[Rule, ...]:
 
 def _physical(_: DataQualitySettings) -> tuple[Rule, ...]:
     return (_none("sensors with values beyond physical limits", "unphysical",
-                  ("unit", "min_value", "max_value", "phys_lo", "phys_hi")),
+                  ("unit", "min_value", "max_value", "phys_lo", "phys_hi"), show_value=False),
             _none("sensors with quality codes other than 0, 1, 2", "bad_quality", ("bad_quality",)))
 
 
@@ -291,7 +292,7 @@ def _offenders(result: Any, frame: pd.DataFrame, index: str, rule: Rule, example
     parts = []
     for key in keys:
         row = frame.loc[frame[index] == key].iloc[0]
-        shown = [rule.column, rule.other] if rule.kind == "equal" else [rule.column]
+        shown = [rule.column, rule.other] if rule.kind == "equal" else [rule.column] if rule.show_value else []
         shown += [c for c in rule.detail if c in frame.columns]
         parts.append(f"{index}={_fmt(key)} (" + ", ".join(f"{c} {_fmt(row[c])}" for c in shown) + ")")
     more = result.result.get("unexpected_count", 0) - len(keys)
