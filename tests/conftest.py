@@ -89,3 +89,12 @@ def two_plant_warehouse(tmp_path_factory) -> Path:
     from tests.simulated_lake import build_simulated_lake
 
     return build_simulated_lake(tmp_path_factory.mktemp("two_plants"), plants=("reference", "legacy"))
+
+
+@pytest.fixture(scope="session")
+def corrupted_warehouse(simulated_warehouse, tmp_path_factory):
+    """A copy of ``simulated_warehouse`` with the faults the data-quality checks exist to catch
+    (``tests/corrupted_lake.py``): a :class:`tests.corrupted_lake.Corruption`; read-only use only."""
+    from tests.corrupted_lake import corrupt
+
+    return corrupt(simulated_warehouse, tmp_path_factory.mktemp("corrupted") / "warehouse")

@@ -257,3 +257,20 @@ class BatchPartitionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GIGAPULSE_BATCH_", frozen=True)
 
     start_date: date = Field(DEFAULT_BATCH_START_DATE, description="First UTC day of the daily partitions.")
+
+# --------------------------------------------------------------------------- data quality (issue #11)
+
+
+class DataQualitySettings(BaseSettings):
+    """How strict the data-quality checks of the lake tables are. Environment: ``GIGAPULSE_DQ_*``.
+
+    ``max_lag_s`` is the freshness bound: the newest row of a day may be at most this far before the
+    day's end (or before now, for today). The stream lands data within seconds (``flush_seconds``);
+    15 minutes leaves room for a restarted worker without hiding a stopped one for long.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_DQ_", frozen=True)
+
+    max_lag_s: float = Field(900.0, gt=0, description="Freshness: seconds the newest row of a day may lag "
+                             "behind the day's end (now, for today).")
+    examples: int = Field(5, ge=1, le=50, description="Offending keys named in a failed check's message.")
