@@ -91,7 +91,6 @@ lake_quality_job = dg.define_asset_job(
     "lake_quality_job",
     selection=dg.AssetSelection.checks_for_assets(*[spec.key for spec in LAKE_TABLES.values()]),
     description="Data-quality checks of one day of the lake tables; results land in dq_results.",
-    tags={"gigapulse/domain": "quality"},
 )
 
 defs = dg.Definitions(assets=list(LAKE_TABLES.values()), asset_checks=ASSET_CHECKS, jobs=[lake_quality_job])
