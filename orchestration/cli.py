@@ -22,8 +22,13 @@ from rich.console import Console
 from gigapulse.cli.common import UserError, _progress
 
 DEFINITIONS_MODULE = "orchestration.definitions"
-#: Where local runs keep Dagster's default (SQLite) storage when DAGSTER_HOME is unset.
-DEFAULT_DAGSTER_HOME = Path("var/dagster")
+def default_dagster_home() -> Path:
+    """Where local runs keep Dagster's default (SQLite) storage when DAGSTER_HOME is unset: beside the
+    lake, in the data directory (``GIGAPULSE_DATA_DIR``, ``var/`` of the checkout by default), so the
+    CLI, the demo and the tests' data directories each get their own instance."""
+    from transforms.settings import DataSettings
+
+    return DataSettings().data_dir / "dagster"
 
 jobs_app = typer.Typer(help="Batch jobs: Dagster's webserver, its daemon, what they load, and runs in-process.",
                        no_args_is_help=True)
@@ -31,17 +36,18 @@ out = Console(soft_wrap=True)
 
 
 def ensure_dagster_home() -> Path:
-    """Make DAGSTER_HOME an existing absolute directory, defaulting to ``var/dagster``.
+    """Make DAGSTER_HOME an existing absolute directory, defaulting to ``<data dir>/dagster``.
 
     Dagster refuses a relative or missing DAGSTER_HOME, and without one it keeps nothing between
     runs, so a laptop gets a persistent home under ``var/`` with no setup.
     """
     raw = os.environ.get("DAGSTER_HOME")
-    home = (Path(raw) if raw else DEFAULT_DAGSTER_HOME).expanduser().resolve()
+    home = (Path(raw) if raw else default_dagster_home()).expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    if not raw:
-        # An empty instance file means "default local storage" and stops Dagster warning that it is missing.
-        (home / "dagster.yaml").touch(exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() or not config.read_text().strip():
+        # Default local storage, no telemetry; and Dagster stops warning that the file is missing.
+        config.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -29,3 +29,9 @@ def build_daily_partitions(start: date | None = None) -> dg.DailyPartitionsDefin
 #: Built when the code location loads, which is its start-up: Dagster needs a fixed partitions
 #: definition to attach to assets, and every process loading the definitions reads the same setting.
 daily_partitions = build_daily_partitions()
+
+#: Daily jobs made only of asset checks. Dagster 1.13 gives such a job no partitions of its own (it
+#: learns them from assets), so a run names its day with the ``dagster/partition`` tag, which the
+#: checks read as their partition key; ``gigapulse jobs run`` and the lake sensor do that for these.
+TAG_PARTITIONED_JOBS: set[str] = set()
+PARTITION_TAG = "dagster/partition"

@@ -15,11 +15,15 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown_preview(table: pa.Table, columns: list[str], limit: int = 20) -> str:
-    """The first ``limit`` rows of ``columns`` as a Markdown table, with a line saying how many were left out."""
-    rows = table.select(columns).slice(0, limit).to_pylist()
+def markdown_preview(table: pa.Table | list[dict], columns: list[str], limit: int = 20) -> str:
+    """The first ``limit`` rows of ``columns`` (of an Arrow table or of row dicts) as a Markdown table,
+    with a line saying how many were left out."""
+    if isinstance(table, pa.Table):
+        total, rows = table.num_rows, table.select(columns).slice(0, limit).to_pylist()
+    else:
+        total, rows = len(table), table[:limit]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in rows]
-    if table.num_rows > limit:
-        lines.append(f"\n{table.num_rows - limit} more rows")
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    if total > limit:
+        lines.append(f"\n{total - limit} more rows")
     return "\n".join(lines)

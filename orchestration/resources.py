@@ -29,6 +29,15 @@ class WarehousePaths:
     lake_root: Path
     db_path: Path
 
+    @property
+    def report_dir(self) -> Path:
+        """The plant reports, beside the warehouse file (``gigapulse report``'s default)."""
+        return self.db_path.parent / "report"
+
+    def report_link(self) -> dg.MetadataValue:
+        """Asset metadata linking the plant reports (one ``<site>.html`` per plant)."""
+        return dg.MetadataValue.path(str(self.report_dir))
+
 
 class WarehouseResource(dg.ConfigurableResource):
     """The lake and the DuckDB file, shared by every asset that reads or catalogs the warehouse.

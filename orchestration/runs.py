@@ -15,6 +15,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from orchestration.partitions import PARTITION_TAG, TAG_PARTITIONED_JOBS, daily_partitions
+
 #: Keeps Dagster's own event log lines off the terminal: the caller prints one line per run.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -74,6 +76,8 @@ def plan_runs(defs: dg.Definitions, name: str, partition: str | None = None, sta
     if (start is None) != (end is None):
         raise JobRunError("--from and --to go together (a one-day range is --from D --to D)")
     partitions = job.partitions_def
+    if partitions is None and name in TAG_PARTITIONED_JOBS:
+        partitions = daily_partitions
     if partitions is None:
         if partition is not None or start is not None:
             raise JobRunError(f"job {name!r} is not partitioned; run it without --partition, --from or --to")
@@ -126,8 +130,12 @@ def execute_plan(defs: dg.Definitions, plan: RunPlan, instance: dg.DagsterInstan
     for key in plan.partition_keys:
         on_start(key)
         started = time.monotonic()
-        result = job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET_RUN_CONFIG,
-                                        raise_on_error=False)
+        if key is not None and plan.job_name in TAG_PARTITIONED_JOBS:
+            result = job.execute_in_process(instance=instance, tags={PARTITION_TAG: key},
+                                            run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+        else:
+            result = job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET_RUN_CONFIG,
+                                            raise_on_error=False)
         outcome = RunOutcome(partition_key=key, run_id=result.run_id, success=result.success,
                              materializations=len(result.get_asset_materialization_events()),
                              seconds=time.monotonic() - started, error=None if result.success else _failure(result))

@@ -28,6 +28,11 @@ class DataSettings(BaseSettings):
         return self.data_dir / "gigapulse.duckdb"
 
     @property
+    def report_dir(self) -> Path:
+        """Where ``gigapulse report`` and the ``plant_report`` asset write the HTML pages."""
+        return self.data_dir / "report"
+
+    @property
     def faust_dir(self) -> Path:
         """Faust's own data directory (its default is ``<app id>-data`` in the working directory)."""
         return self.data_dir / "faust"
@@ -132,9 +137,13 @@ class LakeSettings(BaseSettings):
     nice: int = Field(10, ge=0, le=19, description="CPU niceness `lake compact --loop` adds to itself: background "
                                                    "work yields to the stream workers.")
 
+    settle_s: float = Field(10.0, ge=0, description="Seconds a stream file stays hot before it is merged: the "
+                                                     "newest seconds stay out of compacted files.")
+
     def compaction(self) -> dict[str, float | int]:
         """The keyword arguments of :func:`transforms.warehouse.maintenance.compact` these settings set."""
-        return {"grace_s": self.grace_s, "fanout": self.fanout, "fold_after_days": self.fold_after_days}
+        return {"grace_s": self.grace_s, "fanout": self.fanout, "fold_after_days": self.fold_after_days,
+                "settle_s": self.settle_s}
 
     @field_validator("retention")
     @classmethod

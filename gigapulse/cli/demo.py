@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -65,7 +66,10 @@ def demo(
     Starts the local broker, streams both plants (reference and legacy, with a few malformed messages
     for the dead-letter path), drains them with stream workers into the Parquet lake, builds the DuckDB
     compacts the lake, builds the rollups and
-    publishes the DuckDB catalog through Dagster (local storage), prints features with SQL, and stops the broker.
+    publishes the DuckDB catalog through Dagster (local storage), prints features with SQL, runs the daily
+    batch jobs (data-quality checks, sensor density audit, readiness and retrofit, material loss, KPIs,
+    the HTML report) and prints both plants' readiness, largest sensor gaps and retrofit payback, and
+    stops the broker.
     """
     import subprocess
     from datetime import UTC, datetime, timedelta
@@ -83,13 +87,13 @@ def demo(
     with console.status("starting the Kafka broker ..."):
         broker.start(settings)
         apply_topics(settings.bootstrap)
-    out.print(f"[bold]1/5[/bold] broker up on {settings.bootstrap} (Kafka {broker.KAFKA_VERSION})")
+    out.print(f"[bold]1/6[/bold] broker up on {settings.bootstrap} (Kafka {broker.KAFKA_VERSION})")
     try:
         # Each demo run simulates a fresh, later span, so a re-run adds data instead of re-sending old times.
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2 * seconds)
         for i, plant in enumerate(("reference", "legacy")):
             s = run_simulation(plant, seconds, None, seed + i, start, "frames", 0.05, settings.bootstrap)
-            out.print(f"[bold]2/5[/bold] {plant}: {s.readings:,} readings, {s.events:,} events, "
+            out.print(f"[bold]2/6[/bold] {plant}: {s.readings:,} readings, {s.events:,} events, "
                       f"{s.dead_letters} dead letters, scrap rate {s.plant_summary.get('scrap_rate', 0):.1%}, "
                       f"{s.readings_per_s:,.0f} readings/s into Kafka")
         t0 = time.monotonic()
@@ -100,40 +104,79 @@ def demo(
             codes = [p.wait() for p in procs]
         if any(codes):
             raise UserError(f"a stream worker failed (exit codes {codes}); see its log above")
-        out.print(f"[bold]3/5[/bold] {workers} stream worker(s) drained the topics in {time.monotonic() - t0:.1f}s")
+        out.print(f"[bold]3/6[/bold] {workers} stream worker(s) drained the topics in {time.monotonic() - t0:.1f}s")
         meta = _run_maintenance()
-        out.print(f"[bold]4/5[/bold] Dagster ran lake_compaction_job: merged {meta['hot_files_merged']} stream "
+        out.print(f"[bold]4/6[/bold] Dagster ran lake_compaction_job: merged {meta['hot_files_merged']} stream "
                   f"file(s) into generation {meta['generation']}, built {meta['rollup_days_built']} rollup day(s), "
                   f"published the catalog {data.db_path}")
-        out.print("[bold]5/5[/bold] features from the warehouse (gigapulse sql):")
+        out.print("[bold]5/6[/bold] features from the warehouse (gigapulse sql):")
         for title, q in DEMO_QUERIES:
             columns, rows = run_query(data.db_path, q)
             table = Table(*columns, title=title, title_justify="left")
             for r in rows:
                 table.add_row(*(_fmt(v) if v is not None else "" for v in r))
             out.print(table)
+        _run_batch(data.db_path)
     finally:
         if not keep_broker and not was_running:
             broker.stop(settings)
             out.print("broker stopped")
 
 
+#: The batch jobs the demo runs per day of data: the audit, readiness scores and retrofit plan, material
+#: loss and KPIs, then the report. Each job runs the data-quality checks of the lake tables it reads
+#: first (blocking ones stop it on broken data), so the checks need no job of their own here.
+DEMO_BATCH_JOBS = ("readiness_job", "material_loss_job", "plant_kpis_job")
+
+
+def _run_batch(db_path: Path) -> None:
+    """Run the daily batch jobs in-process for every day of data, the report, and print what they found."""
+    from orchestration.cli import ensure_dagster_home
+    from orchestration.definitions import defs
+    from orchestration.runs import execute_plan, plan_runs
+    from transforms.batch.readiness import plant_summaries
+    from transforms.warehouse import query as run_query
+
+    ensure_dagster_home()
+    for noisy in ("alembic", "dagster"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _, rows = run_query(db_path, "SELECT DISTINCT date FROM production_events ORDER BY date")
+    days = [d.isoformat() for (d,) in rows]
+    import dagster as dg
+
+    failed = []
+    with dg.DagsterInstance.get() as instance, console.status("batch jobs...") as status:
+        for name in DEMO_BATCH_JOBS:
+            for day in days:
+                status.update(f"batch: {name} {day}")
+                failed += [f"{name} {day}: {o.error}" for o in
+                           execute_plan(defs, plan_runs(defs, name, partition=day), instance) if not o.success]
+        status.update("batch: report_job")
+        report = execute_plan(defs, plan_runs(defs, "report_job"), instance)
+        failed += [f"report_job: {o.error}" for o in report if not o.success]
+    if failed:
+        raise UserError(f"batch jobs failed: {'; '.join(failed)}")
+    out.print(f"[bold]6/6[/bold] Dagster ran {', '.join(DEMO_BATCH_JOBS)} for {', '.join(days)} and report_job:")
+    for summary in plant_summaries(db_path, date.fromisoformat(days[-1]) if days else None):
+        for line in summary.lines():
+            out.print(f"  {line}")
+    from transforms.settings import DataSettings
+
+    for page in sorted(DataSettings().report_dir.glob("*.html")):
+        out.print(f"  report: {page}")
+
+
 def _run_maintenance() -> dict:
     """Run the lake maintenance job (compaction, rollups, catalog) in-process on Dagster's local storage.
 
-    DAGSTER_HOME defaults to var/dagster. Returns the materializations' metadata values.
+    DAGSTER_HOME defaults to the data directory's dagster/. Returns the materializations' metadata values.
     """
     import dagster as dg
 
+    from orchestration.cli import ensure_dagster_home
     from orchestration.definitions import defs
-    from transforms.settings import REPO_ROOT
 
-    home = Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / "var" / "dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    config = home / "dagster.yaml"
-    if not config.exists() or not config.read_text().strip():
-        config.write_text("telemetry:\n  enabled: false\n")
+    ensure_dagster_home()
     for noisy in ("alembic", "dagster"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -35,7 +35,7 @@ def report(
     if not data.db_path.exists():
         raise UserError(f"no warehouse at {data.db_path} (GIGAPULSE_DATA_DIR={data.data_dir}): run "
                         "`gigapulse demo` or the stream and `gigapulse warehouse` first")
-    target = out_dir or data.data_dir / "report"
+    target = out_dir or data.report_dir
     con = connect(data.db_path)
     try:
         with console.status("report...") as status:

@@ -10,22 +10,14 @@ from datetime import date
 
 import dagster as dg
 
+from orchestration.dq import lake_keys, with_checks
 from orchestration.partitions import daily_partitions
+from orchestration.preview import markdown_preview
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
 
 
-def markdown_table(rows: list[dict], columns: list[str], limit: int = 10) -> str:
-    """A small Markdown preview of ``rows`` (the first ``limit``) for asset metadata."""
-    def cell(v) -> str:
-        return "" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v).replace("|", "/")
-
-    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    body = ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows[:limit]]
-    more = [f"\n{len(rows) - limit} more rows"] if len(rows) > limit else []
-    return "\n".join(head + body + more)
-
-
-@dg.asset(partitions_def=daily_partitions, group_name="audits", kinds={"duckdb", "parquet"}, pool=DUCKDB_POOL)
+@dg.asset(partitions_def=daily_partitions, group_name="audits", kinds={"duckdb", "parquet"}, pool=DUCKDB_POOL,
+          deps=lake_keys("readings", "production_events"))
 def sensor_density_audit(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Sensors per station, line and plant against the reference profile, and the gaps ranked by impact.
 
@@ -56,18 +48,20 @@ def sensor_density_audit(context: dg.AssetExecutionContext, warehouse: Warehouse
     plants = [r for r in audit.rows if r["level"] == "plant"]
     context.log.info(f"{day}: {len(plants)} plants, {audit_table.num_rows} audit rows, {gaps_table.num_rows} gaps")
     return dg.MaterializeResult(metadata={
+        "report": paths.report_link(),
         "dagster/row_count": audit_table.num_rows,
         "gap_rows": gaps_table.num_rows,
-        "preview": dg.MetadataValue.md(markdown_table(plants, [
+        "preview": dg.MetadataValue.md(markdown_preview(plants, [
             "site", "sensors", "sensor_coverage", "ctq_coverage", "energy_coverage", "achieved_rate_ratio",
             "sensors_per_million_cells", "gaps"])),
-        "top_gaps": dg.MetadataValue.md(markdown_table(
+        "top_gaps": dg.MetadataValue.md(markdown_preview(
             [g.__dict__ for g in audit.gaps if g.rank <= 3], ["site", "rank", "station", "parameter", "reason"])),
         "sensor_coverage": dg.MetadataValue.json({r["site"]: r["sensor_coverage"] for r in plants}),
     })
 
 
-audits_job = dg.define_asset_job("audits_job", selection=[sensor_density_audit],
+audits_job = dg.define_asset_job("audits_job", selection=with_checks([sensor_density_audit], "readings",
+                                                                     "production_events"),
                                  description="The day's sensor density audit.")
 
 defs = dg.Definitions(assets=[sensor_density_audit], jobs=[audits_job])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from orchestration.partitions import daily_partitions
+from orchestration.partitions import TAG_PARTITIONED_JOBS, daily_partitions
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
 from transforms.batch.dq.suites import CHECKED_TABLES, checks_of
 
@@ -93,6 +93,20 @@ lake_quality_job = dg.define_asset_job(
     description="Data-quality checks of one day of the lake tables; results land in dq_results.",
 )
 
+TAG_PARTITIONED_JOBS.add(lake_quality_job.name)
+
+
+def lake_keys(*tables: str) -> list[dg.AssetKey]:
+    """Keys of lake tables, for a batch asset's ``deps``: its day then waits for their blocking checks."""
+    return [LAKE_TABLES[t].key for t in tables]
+
+
+def with_checks(assets: list, *tables: str) -> dg.AssetSelection:
+    """``assets`` plus the checks of the lake ``tables`` they read, for a daily job: a blocking check that
+    fails on the day skips the assets downstream of its table in the same run, so a number computed
+    from broken data is never landed."""
+    return dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks_for_assets(*lake_keys(*tables))
+
 defs = dg.Definitions(assets=list(LAKE_TABLES.values()), asset_checks=ASSET_CHECKS, jobs=[lake_quality_job])
 
-__all__ = ["ASSET_CHECKS", "LAKE_TABLES", "daily_partitions", "defs", "lake_quality_job"]
+__all__ = ["ASSET_CHECKS", "LAKE_TABLES", "daily_partitions", "defs", "lake_keys", "lake_quality_job", "with_checks"]

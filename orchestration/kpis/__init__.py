@@ -9,6 +9,7 @@ from datetime import date
 
 import dagster as dg
 
+from orchestration.dq import lake_keys, with_checks
 from orchestration.partitions import daily_partitions
 from orchestration.preview import markdown_preview
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
@@ -18,7 +19,7 @@ PREVIEW_COLUMNS = ["site", "line", "output_cells", "yield", "first_pass_yield", 
 
 
 @dg.asset(group_name="kpis", kinds={"duckdb", "parquet"}, partitions_def=daily_partitions, pool=DUCKDB_POOL,
-          deps=[dg.AssetKey("lake_rollups")])
+          deps=[dg.AssetKey("lake_rollups"), *lake_keys("readings", "production_events")])
 def plant_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Daily KPIs per plant and line: output, yield, first-pass yield, scrap by reason, the OEE parts the
     events allow, energy per good cell and per kWh of cells with the metered share of stations beside it,
@@ -50,6 +51,7 @@ def plant_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
                           "metered_share": s.metered_share}
                  for s in summarize(rows, MATERIAL_LOSS.file_schema.empty_table())}
     return dg.MaterializeResult(metadata={
+        "report": paths.report_link(),
         "dagster/row_count": rows.num_rows,
         "path": dg.MetadataValue.path(str(path)),
         "preview": dg.MetadataValue.md(markdown_preview(rows, PREVIEW_COLUMNS)),
@@ -59,7 +61,7 @@ def plant_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
 
 
 plant_kpis_job = dg.define_asset_job(
-    "plant_kpis_job", selection=[plant_kpis],
+    "plant_kpis_job", selection=with_checks([plant_kpis], "readings", "production_events"),
     description="Compute one day's plant KPIs per line from the rollups.",
 )
 

@@ -8,6 +8,7 @@ stack has an empty lake, and an operator turns on the cadence (or the sensor) in
 
 import dagster as dg
 
+from orchestration.dq import lake_quality_job
 from orchestration.lake.assets import lake_compaction, lake_rollups, warehouse_catalog
 from orchestration.lake.sensors import build_new_lake_partitions_sensor
 
@@ -39,7 +40,8 @@ warehouse_catalog_every_15_minutes = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
 
-new_lake_partitions = build_new_lake_partitions_sensor(lake_compaction_job)
+#: The day's data-quality checks start with the maintenance run for every day that received rows.
+new_lake_partitions = build_new_lake_partitions_sensor(lake_compaction_job, check_jobs=[lake_quality_job])
 
 defs = dg.Definitions(
     assets=[warehouse_catalog, lake_compaction, lake_rollups],

@@ -50,7 +50,7 @@ def lake_compaction(context: dg.AssetExecutionContext, warehouse: WarehouseResou
 
     paths = warehouse.paths()
     settings = LakeSettings()
-    report = compact(paths.lake_root, paths.db_path, settings.retention_days, grace_s=settings.grace_s,
+    report = compact(paths.lake_root, paths.db_path, settings.retention_days, **settings.compaction(),
                      progress=lambda msg: context.log.info(f"compacting {msg}"))
     return dg.MaterializeResult(
         metadata={

@@ -34,12 +34,14 @@ NEW_DAYS_TAG = "gigapulse/new_days"
 MINIMUM_INTERVAL_S = 60
 
 
-def arrival_run_requests(maintenance_job: str, daily_jobs: Sequence[tuple[str, dg.PartitionsDefinition]],
+def arrival_run_requests(maintenance_job: str, daily_jobs: Sequence[tuple[str, dg.PartitionsDefinition, bool]],
                          offsets: dict[str, int], days: Sequence[str]) -> tuple[list[dg.RunRequest], list[str]]:
     """The runs to request for new committed offsets touching ``days``, and the days left out.
 
     Run keys carry a digest of the offsets: Dagster launches a run key once per sensor, so the same
-    arrivals seen twice (a retried tick) start nothing more.
+    arrivals seen twice (a retried tick) start nothing more. A daily job flagged ``by_tag`` gets its day
+    as the ``dagster/partition`` tag instead of a partition key: Dagster 1.13 gives a job made only of
+    asset checks no partitions of its own, and such checks read their day from that tag.
     """
     from transforms.warehouse.arrivals import encode_offsets
 
@@ -47,32 +49,38 @@ def arrival_run_requests(maintenance_job: str, daily_jobs: Sequence[tuple[str, d
     tags = {NEW_DAYS_TAG: ",".join(days)}
     requests = [dg.RunRequest(run_key=f"{maintenance_job}@{digest}", job_name=maintenance_job, tags=tags)]
     skipped = []
-    for job_name, partitions in daily_jobs:
+    for job_name, partitions, by_tag in daily_jobs:
         for day in days:
             if not partitions.has_partition_key(day):
                 skipped.append(f"{job_name}:{day}")
                 continue
-            requests.append(dg.RunRequest(run_key=f"{job_name}:{day}@{digest}", job_name=job_name,
-                                          partition_key=day, tags=tags))
+            key = f"{job_name}:{day}@{digest}"
+            if by_tag:
+                requests.append(dg.RunRequest(run_key=key, job_name=job_name,
+                                              tags={**tags, "dagster/partition": day}))
+            else:
+                requests.append(dg.RunRequest(run_key=key, job_name=job_name, partition_key=day, tags=tags))
     return requests, skipped
 
 
 def build_new_lake_partitions_sensor(maintenance_job: "UnresolvedAssetJobDefinition",
                                      daily_jobs: Sequence["UnresolvedAssetJobDefinition"] = (),
                                      partitions: dg.PartitionsDefinition | None = None,
+                                     check_jobs: Sequence["UnresolvedAssetJobDefinition"] = (),
                                      default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
                                      ) -> dg.SensorDefinition:
     """The sensor over ``maintenance_job`` and, per touched day, each of ``daily_jobs``.
 
     ``partitions`` is what the daily jobs' assets are partitioned by, the shared daily partitions
     unless given (an asset job learns its partitions from its assets only when the definitions
-    resolve it, after the sensor is built).
+    resolve it, after the sensor is built). ``check_jobs`` are daily jobs made only of asset checks,
+    which get their day as a tag (:func:`arrival_run_requests`).
     """
     if partitions is None:
         from orchestration.partitions import daily_partitions as partitions
-    daily = [(job.name, partitions) for job in daily_jobs]
+    daily = [(job.name, partitions, False) for job in daily_jobs] + [(job.name, partitions, True) for job in check_jobs]
 
-    @dg.sensor(name=SENSOR_NAME, jobs=[maintenance_job, *daily_jobs], minimum_interval_seconds=MINIMUM_INTERVAL_S,
+    @dg.sensor(name=SENSOR_NAME, jobs=[maintenance_job, *daily_jobs, *check_jobs], minimum_interval_seconds=MINIMUM_INTERVAL_S,
                default_status=default_status)
     def new_lake_partitions(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
         """Start the lake's maintenance (and the day's checks) when the stream has committed new files."""

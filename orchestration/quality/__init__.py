@@ -9,6 +9,7 @@ from datetime import date
 
 import dagster as dg
 
+from orchestration.dq import lake_keys, with_checks
 from orchestration.partitions import daily_partitions
 from orchestration.preview import markdown_preview
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
@@ -16,7 +17,8 @@ from orchestration.resources import DUCKDB_POOL, WarehouseResource
 PREVIEW_COLUMNS = ["site", "line", "stage", "reason", "element", "units_scrapped", "kg", "value", "currency"]
 
 
-@dg.asset(group_name="quality", kinds={"duckdb", "parquet"}, partitions_def=daily_partitions, pool=DUCKDB_POOL)
+@dg.asset(group_name="quality", kinds={"duckdb", "parquet"}, partitions_def=daily_partitions, pool=DUCKDB_POOL,
+          deps=lake_keys("production_events"))
 def material_loss(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Scrapped units of the day booked as kg of lithium, nickel, cobalt, manganese, graphite, copper and
     aluminium by site, line, stage and reason, valued at the configured prices.
@@ -47,6 +49,7 @@ def material_loss(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     for r in rows:
         kg_by_element[r["element"]] = round(kg_by_element.get(r["element"], 0.0) + r["kg"], 6)
     return dg.MaterializeResult(metadata={
+        "report": paths.report_link(),
         "dagster/row_count": len(rows),
         "path": dg.MetadataValue.path(str(path)),
         "preview": dg.MetadataValue.md(markdown_preview(result.rows, PREVIEW_COLUMNS)),
@@ -60,7 +63,7 @@ def material_loss(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 
 material_loss_job = dg.define_asset_job(
-    "material_loss_job", selection=[material_loss],
+    "material_loss_job", selection=with_checks([material_loss], "production_events"),
     description="Book one day's scrap as kg of critical raw material and its value.",
 )
 

@@ -11,7 +11,10 @@ from datetime import date
 
 import dagster as dg
 
-from orchestration.audits import daily_partitions, markdown_table, sensor_density_audit
+from orchestration.audits import sensor_density_audit
+from orchestration.dq import lake_keys, with_checks
+from orchestration.partitions import daily_partitions
+from orchestration.preview import markdown_preview
 from orchestration.resources import DUCKDB_POOL, WarehouseResource
 
 
@@ -29,7 +32,7 @@ def _assess(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
 
 
 @dg.asset(partitions_def=daily_partitions, group_name="readiness", kinds={"duckdb", "parquet"}, pool=DUCKDB_POOL,
-          deps=[sensor_density_audit])
+          deps=[sensor_density_audit, *lake_keys("dead_letters")])
 def readiness_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Readiness of each plant and line: eight dimensions banded 0-5 (SIRI style) from measured evidence
     kept in the row, a weighted overall score and the acatech Industrie 4.0 stage it reaches."""
@@ -43,8 +46,9 @@ def readiness_scores(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     plants = [r for r in a.scores if r["level"] == "plant"]
     overall = {r["site"]: r for r in plants if r["dimension"] == "overall"}
     return dg.MaterializeResult(metadata={
+        "report": paths.report_link(),
         "dagster/row_count": table.num_rows,
-        "preview": dg.MetadataValue.md(markdown_table(plants, ["site", "dimension", "band", "figure", "evidence"],
+        "preview": dg.MetadataValue.md(markdown_preview(plants, ["site", "dimension", "band", "figure", "evidence"],
                                                       limit=20)),
         "overall_score": dg.MetadataValue.json({s: r["score"] for s, r in overall.items()}),
         "acatech_stage": dg.MetadataValue.json({s: r["stage_label"] for s, r in overall.items()}),
@@ -66,15 +70,24 @@ def retrofit_plan(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     write_day(paths.lake_root, RETROFIT_PAYBACK, a.day, payback)
     rows = payback.to_pylist()
     return dg.MaterializeResult(metadata={
+        "report": paths.report_link(),
         "dagster/row_count": plan.num_rows,
-        "preview": dg.MetadataValue.md(markdown_table(rows, ["site", "items", "capex_eur", "annual_savings_eur",
+        "preview": dg.MetadataValue.md(markdown_preview(rows, ["site", "items", "capex_eur", "annual_savings_eur",
                                                             "payback_years"])),
         "capex_eur": dg.MetadataValue.json({r["site"]: r["capex_eur"] for r in rows}),
         "payback_years": dg.MetadataValue.json({r["site"]: r["payback_years"] for r in rows}),
     })
 
 
-readiness_job = dg.define_asset_job("readiness_job", selection=[sensor_density_audit, readiness_scores, retrofit_plan],
+readiness_job = dg.define_asset_job("readiness_job", selection=with_checks(
+                                        [sensor_density_audit, readiness_scores, retrofit_plan],
+                                        "readings", "production_events", "dead_letters"),
                                     description="The day's density audit, readiness scores and retrofit plan.")
 
-defs = dg.Definitions(assets=[readiness_scores, retrofit_plan], jobs=[readiness_job])
+# Stopped by default; the audit, the scores and the plan of the finished day (the job includes the audit).
+readiness_daily = dg.build_schedule_from_partitioned_job(
+    readiness_job, name="readiness_daily", hour_of_day=2, minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+defs = dg.Definitions(assets=[readiness_scores, retrofit_plan], jobs=[readiness_job], schedules=[readiness_daily])

@@ -9,8 +9,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.audits import daily_partitions, markdown_table, sensor_density_audit
+from orchestration.audits import sensor_density_audit
 from orchestration.definitions import defs
+from orchestration.partitions import daily_partitions
 from orchestration.resources import WarehouseResource
 from schemas.batch import SENSOR_DENSITY_AUDIT, SENSOR_GAPS
 from transforms.batch.store import day_path
@@ -48,9 +49,3 @@ def test_the_asset_is_daily_partitioned_and_in_the_code_location():
     assert "2026-01-02" in daily_partitions.get_partition_keys(current_time=datetime(2026, 1, 5, tzinfo=UTC))
     job = defs.resolve_job_def("audits_job")
     assert job.partitions_def == daily_partitions
-
-
-def test_markdown_previews_are_bounded_tables():
-    md = markdown_table([{"a": 1.23456, "b": "x|y"}, {"a": None, "b": "z"}, {"a": 3, "b": "w"}], ["a", "b"], limit=2)
-    assert md.splitlines()[:4] == ["| a | b |", "|---|---|", "| 1.23 | x/y |", "|  | z |"]
-    assert md.endswith("1 more rows")

@@ -113,14 +113,16 @@ def test_jobs_daemon_stays_up(tmp_path):
 
 
 @pytest.mark.parametrize("unset", [True, False])
-def test_dagster_home_defaults_to_var(monkeypatch, tmp_path, unset):
+def test_dagster_home_defaults_to_the_data_directory(monkeypatch, tmp_path, unset):
+    """One default with the stream: <GIGAPULSE_DATA_DIR>/dagster, wherever the command runs."""
     from orchestration.cli import ensure_dagster_home
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIGAPULSE_DATA_DIR", str(tmp_path / "data"))
     if unset:
         monkeypatch.delenv("DAGSTER_HOME", raising=False)
-        assert ensure_dagster_home() == tmp_path.resolve() / "var" / "dagster"
-        assert (tmp_path / "var" / "dagster" / "dagster.yaml").exists()
+        assert ensure_dagster_home() == tmp_path.resolve() / "data" / "dagster"
+        assert "enabled: false" in (tmp_path / "data" / "dagster" / "dagster.yaml").read_text()
     else:
         monkeypatch.setenv("DAGSTER_HOME", "rel/home")
         assert ensure_dagster_home() == tmp_path.resolve() / "rel" / "home"

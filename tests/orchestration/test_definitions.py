@@ -48,11 +48,11 @@ def test_schedule_is_stopped_by_default_and_targets_the_job():
     assert warehouse_catalog_every_15_minutes.job_name == warehouse_catalog_job.name
 
 
-def test_lake_sensor_is_stopped_by_default_and_starts_maintenance():
+def test_lake_sensor_is_stopped_by_default_and_starts_maintenance_and_the_checks():
     sensor = defs.resolve_sensor_def("new_lake_partitions")
     assert sensor is new_lake_partitions
     assert sensor.default_status is dg.DefaultSensorStatus.STOPPED
-    assert [t.job_name for t in sensor.targets] == ["lake_compaction_job"]
+    assert [t.job_name for t in sensor.targets] == ["lake_compaction_job", "lake_quality_job"]
 
 
 def test_the_docs_name_the_code_location_and_the_lake_definitions():

@@ -65,3 +65,9 @@ def test_failed_summary_names_the_failed_days():
                 RunOutcome("2026-03-03", "c", False, 0, 0.1, "step x: bang")]
     assert failed_summary(outcomes) == "2 of 3 run(s) failed (2026-03-02, 2026-03-03); first: step x: boom"
     assert failed_summary([RunOutcome(None, "d", False, 0, 0.1, "step y: no")]) == "1 of 1 run(s) failed; first: step y: no"
+
+
+def test_a_checks_only_daily_job_takes_its_day_as_a_tag():
+    """lake_quality_job has no partitions of its own (checks only): --partition still names its day."""
+    assert plan_runs(gigapulse_defs, "lake_quality_job", partition="2026-03-01") == RunPlan(
+        "lake_quality_job", ("2026-03-01",))

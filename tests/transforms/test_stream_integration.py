@@ -267,7 +267,8 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(filled, drained):
                GIGAPULSE_STREAM_MICROBATCH_ROWS="5000")
     (data / "lake").mkdir(parents=True)
     compactor = subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "lake", "compact", "--loop", "--grace-s", "0"],
-                                 env={**env, "GIGAPULSE_LAKE_INTERVAL_S": "0.5"}, stdout=subprocess.PIPE,
+                                 env={**env, "GIGAPULSE_LAKE_INTERVAL_S": "0.5", "GIGAPULSE_LAKE_SETTLE_S": "0"},
+                                     stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
     try:
         _crash_and_redrain(env, data)

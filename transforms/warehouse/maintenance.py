@@ -273,14 +273,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _mtime(path: Path) -> float:
+    """When the stream renamed the file into place; a file collected meanwhile counts as new."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | None = None, *,
             grace_s: float = 120.0, tables: Iterable[str] | None = None, expire_only: bool = False,
-            fanout: int = 4, fold_after_days: int = 2,
+            fanout: int = 4, fold_after_days: int = 2, settle_s: float = 0.0,
             now: Callable[[], datetime] = _now, progress: Progress | None = None) -> MaintenanceReport:
     """One maintenance step: merge committed hot files, apply retention, publish, collect garbage.
 
     ``expire_only`` applies retention without merging. ``fanout`` and ``fold_after_days`` shape the
-    segments (module docstring, :func:`plan_merge`). Returns what was done; raises
+    segments (module docstring, :func:`plan_merge`). ``settle_s`` leaves hot files younger than that
+    (by their write time) for a later step, so no compacted file holds the newest seconds: a query of
+    the last seconds then skips every compacted row group by its time statistics and reads only the
+    few hot files. Returns what was done; raises
     :class:`~transforms.warehouse.manifest.MaintenanceBusy` if another step holds the lock.
     """
     started = time.monotonic()
@@ -324,11 +335,7 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
             if expire_only:
                 continue
             table_marks = watermarks.setdefault(table, {})
-            pending: dict[str, list[HotFile]] = defaultdict(list)
-            for hot in listed:
-                limit = committed.get(hot.source, 0)
-                if hot.range.first_offset > table_marks.get(hot.source, -1) and hot.range.last_offset < limit:
-                    pending[hot.date].append(hot)
+            pending, marks_to = _settled(listed, table_marks, committed, settle_s)
             newest = max(days, default=None)
             for day in sorted(set(pending) | set(by_date)):
                 if cutoff is not None and day < cutoff:
@@ -357,9 +364,9 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
                     retired[rel] = generation
                 by_date[day] = [rel for rel in segments if rel not in take] + [target.relative_to(lake_root).as_posix()]
                 changed = True
-            for source, nxt in committed.items():
-                if nxt - 1 > table_marks.get(source, -1):
-                    table_marks[source] = nxt - 1
+            for source, mark in marks_to.items():
+                if mark > table_marks.get(source, -1):
+                    table_marks[source] = mark
                     changed = True
         if changed:
             manifest = Manifest(
@@ -373,6 +380,36 @@ def compact(lake_root: Path, db_path: Path, retention: dict[str, int | None] | N
         manifest, report.files_deleted, report.bytes_deleted = collect(lake_root, manifest, now(), grace_s)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _settled(listed: list[HotFile], marks: dict[str, int], committed: dict[str, int],
+             settle_s: float) -> tuple[dict[str, list[HotFile]], dict[str, int]]:
+    """The hot files to merge, by date, and each source's new watermark.
+
+    Per source partition, the committed files above its watermark are taken in offset order up to the
+    first one written less than ``settle_s`` ago; the watermark moves to just below that one (to the
+    checkpoint when none is that young). A prefix, never a selection: the watermark says *every* file
+    at or below it is compacted, and a file the stream rewrote after a restart can be younger than
+    files after it.
+    """
+    settled_before = time.time() - settle_s
+    by_source: dict[str, list[HotFile]] = defaultdict(list)
+    for hot in listed:
+        if hot.range.first_offset > marks.get(hot.source, -1) and hot.range.last_offset < committed.get(hot.source, 0):
+            by_source[hot.source].append(hot)
+    pending: dict[str, list[HotFile]] = defaultdict(list)
+    marks_to = {source: nxt - 1 for source, nxt in committed.items()}
+    for source, files in by_source.items():
+        batches: dict[int, list[HotFile]] = defaultdict(list)  # a batch spanning midnight: one file per date
+        for hot in files:
+            batches[hot.range.first_offset].append(hot)
+        for first in sorted(batches):
+            if settle_s and any(_mtime(h.path) > settled_before for h in batches[first]):
+                marks_to[source] = first - 1
+                break
+            for hot in batches[first]:
+                pending[hot.date].append(hot)
+    return pending, marks_to
 
 
 def _publish_pending(lake_root: Path, db_path: Path, manifest: Manifest, now: Callable[[], datetime]) -> Manifest:

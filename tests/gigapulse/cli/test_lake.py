@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 def gigapulse(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gigapulse.cli", *args], capture_output=True, text=True, timeout=120,
-                          cwd=REPO, env={**os.environ, "GIGAPULSE_DATA_DIR": str(data_dir), **env})
+                          cwd=REPO, env={**os.environ, "GIGAPULSE_DATA_DIR": str(data_dir),
+                                         "GIGAPULSE_LAKE_SETTLE_S": "0", **env})  # the files are new: merge them
 
 
 def test_compact_status_and_expire(tmp_path):
@@ -63,7 +64,8 @@ def test_compact_loop_runs_steps_until_stopped(tmp_path):
     """What the compose service lake-maintenance runs: it may start before the stream made the lake."""
     proc = subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "lake", "compact", "--loop"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "GIGAPULSE_DATA_DIR": str(tmp_path), "GIGAPULSE_LAKE_INTERVAL_S": "0.3"})
+                            env={**os.environ, "GIGAPULSE_DATA_DIR": str(tmp_path), "GIGAPULSE_LAKE_INTERVAL_S": "0.3",
+                                 "GIGAPULSE_LAKE_SETTLE_S": "0"})
     time.sleep(2)  # the loop waits for a lake instead of stopping
     assert proc.poll() is None
     make_lake(tmp_path / "lake", batches=2)

@@ -98,3 +98,23 @@ def test_a_corrupted_day_fails_its_checks_blocks_downstream_and_lands_dq_results
 def test_lake_tables_are_external_daily_assets(table):
     spec = LAKE_TABLES[table]
     assert spec.group_name == "lake" and spec.partitions_def == daily_partitions
+
+
+def test_the_production_jobs_run_the_checks_of_what_they_read_and_stop_on_broken_data(corrupted_warehouse, tmp_path,
+                                                                                     monkeypatch):
+    """material_loss_job on the corrupted day: production_events fails a blocking check, no ledger lands."""
+    monkeypatch.setenv("GIGAPULSE_DQ_MAX_LAG_S", "86400")
+    c = corrupted_warehouse
+    db, lake = copy_warehouse(c.db_path, tmp_path / "warehouse")
+    job = code_location.resolve_job_def("material_loss_job")
+    assert {n for n in job.graph.node_dict} == {"production_events_quality", "material_loss"}
+    result = job.execute_in_process(partition_key=c.day.isoformat(), raise_on_error=False,
+                                    resources={"warehouse": WarehouseResource(lake_root=str(lake), db_path=str(db))})
+    assert not result.success
+    assert "production_events_valid_values" in {e.check_name for e in result.get_asset_check_evaluations()
+                                                if not e.passed}
+    assert "material_loss" not in _materialized(result)
+    for name, tables in (("plant_kpis_job", {"readings", "production_events"}),
+                         ("readiness_job", {"readings", "production_events", "dead_letters"})):
+        nodes = set(code_location.resolve_job_def(name).graph.node_dict)
+        assert {f"{t}_quality" for t in tables} <= nodes, name

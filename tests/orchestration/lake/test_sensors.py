@@ -30,10 +30,12 @@ def test_nothing_committed_skips_and_new_commits_start_maintenance_once(tmp_path
 
     commit(lake, 0, 10)
     second = evaluate(new_lake_partitions, lake, first.cursor)
-    [request] = second.run_requests
+    request, checks = second.run_requests
     assert request.job_name == "lake_compaction_job"
     assert request.partition_key is None
     assert request.tags[NEW_DAYS_TAG] == "2026-11-27"
+    # ... and the day's data-quality checks, their day as the partition tag (a checks-only job).
+    assert checks.job_name == "lake_quality_job" and checks.tags["dagster/partition"] == "2026-11-27"
 
     # The same arrivals seen again (a retried tick without the cursor) give the same run key: Dagster
     # launches a run key once per sensor.
@@ -43,7 +45,7 @@ def test_nothing_committed_skips_and_new_commits_start_maintenance_once(tmp_path
     write_readings(lake, 0, 10, 10, day_at("2026-11-28"))
     commit(lake, 0, 20)
     third = evaluate(new_lake_partitions, lake, second.cursor)
-    assert [r.tags[NEW_DAYS_TAG] for r in third.run_requests] == ["2026-11-28"]
+    assert [r.tags[NEW_DAYS_TAG] for r in third.run_requests] == ["2026-11-28"] * 2
     assert third.run_requests[0].run_key != request.run_key
 
 
@@ -51,14 +53,16 @@ def test_the_stream_lake_of_the_simulator_starts_maintenance(simulated_warehouse
     """The lake the stream's own partition processors wrote, checkpoints and all (only read here)."""
     lake_root = simulated_warehouse.parent / "lake"
     result = evaluate(new_lake_partitions, lake_root)
-    [request] = result.run_requests
+    request, *checks = result.run_requests
     days = {p.name.removeprefix("date=") for p in (lake_root / "readings").glob("date=*")}
     assert set(request.tags[NEW_DAYS_TAG].split(",")) == days
+    assert {c.tags["dagster/partition"] for c in checks} == days
     assert not evaluate(new_lake_partitions, lake_root, result.cursor).run_requests
 
 
-def test_the_maintenance_it_starts_is_not_news(tmp_path):
+def test_the_maintenance_it_starts_is_not_news(tmp_path, monkeypatch):
     """Compaction merges and deletes hot files without moving a checkpoint: no second run."""
+    monkeypatch.setenv("GIGAPULSE_LAKE_SETTLE_S", "0")  # the files were written a moment ago
     lake_root = tmp_path / "lake"
     for b in range(3):
         write_readings(lake_root, 0, 10 * b, 10, day_at("2026-11-28", 8 + b))

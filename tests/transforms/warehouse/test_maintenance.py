@@ -342,3 +342,20 @@ def test_a_format_1_manifest_reads_as_one_folded_segment_per_date():
     [rel] = m.files["readings"]["2026-11-29"]
     assert level_of(rel) == FOLDED and m.referenced() == {rel}
     assert orjson.loads(m.to_json())["format"] == 2
+
+
+def test_files_younger_than_settle_s_stay_hot_and_answers_stay_exact(lake, tmp_path):
+    """The newest seconds stay out of compacted files, so a query of them reads only hot files."""
+    db = tmp_path / "gigapulse.duckdb"
+    truth = make_lake(lake, batches=4)
+    for p in (0, 1):
+        set_checkpoint(lake, p, 4 * BATCH)
+    old = time.time() - 60
+    settled = [h.path for h in hot_files(lake, "readings") if h.range.first_offset < 2 * BATCH]
+    for path in settled:
+        os.utime(path, (old, old))
+    report = compact(lake, db, grace_s=3600, settle_s=30)
+    assert report.hot_files_merged == len(settled) > 0
+    assert answer(db) == truth
+    young = [h for h in hot_files(lake, "readings") if h.path not in settled]
+    assert young and all(h.range.first_offset > load_manifest(lake).watermark("readings", h.source) for h in young)

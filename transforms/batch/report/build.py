@@ -70,8 +70,164 @@ def scrap_pareto(ctx: ReportContext) -> Section:
                    [(s, r, n, n / total) for s, r, n, *_ in rows[:15]], source="quality_daily.scrap_by_reason")
 
 
+def _latest(ctx: ReportContext, table: str) -> object:
+    return ctx.rows(f'SELECT max(date) FROM "{table}"')[0][0]
+
+
+def readiness(ctx: ReportContext) -> Section:
+    """Every plant's bands on one radar; this plant's bands with the evidence each one rests on."""
+    title = "Readiness"
+    if not ctx.has_rows("readiness_scores"):
+        return missing(title, "readiness_scores", "Run `gigapulse jobs run readiness_job --partition DAY`.")
+    day = _latest(ctx, "readiness_scores")
+    rows = ctx.rows("SELECT site, dimension, band, score, figure, evidence, thresholds, stage_label "
+                    "FROM readiness_scores WHERE date = ? AND level = 'plant' ORDER BY site, dimension", [day])
+    scores: dict[str, dict[str, float | None]] = {}
+    for site, dim, band, *_ in rows:
+        if dim != "overall":
+            scores.setdefault(site, {})[dim] = band
+    ordered = {ctx.site: scores.get(ctx.site, {}), **{k: v for k, v in scores.items() if k != ctx.site}}
+    png = F.radar(ordered, f"Readiness bands (0-5) on {day}")
+    overall = {r[0]: r for r in rows if r[1] == "overall"}
+    mine = overall.get(ctx.site)
+    text = (f"{ctx.site} scores {mine[3]:.2f} of 5 overall, acatech stage '{mine[7]}'. " if mine and mine[3] is not None
+            else f"{ctx.site} has no overall score on {day}. ")
+    text += ("Each band comes from one measured figure against fixed thresholds; the table gives the figure "
+             "and what it counts, and readiness_scores keeps the query that measured it.")
+    table = [(dim, band, figure, evidence, ", ".join(f"{t:g}" for t in (thresholds or [])))
+             for site, dim, band, _, figure, evidence, thresholds, _ in rows if site == ctx.site and dim != "overall"]
+    return Section(title, text, [Figure(f"{ctx.site}-readiness-radar.png", png, "readiness radar")],
+                   ("dimension", "band", "figure", "evidence", "thresholds for bands 1-5"), table,
+                   source=f"readiness_scores, {day}")
+
+
+def sensor_density(ctx: ReportContext) -> Section:
+    """Coverage of the reference profile per line and stage, and the largest gaps with their reasons."""
+    from schemas.contracts import Stage
+
+    title = "Sensor density"
+    if not ctx.has_rows("sensor_density_audit"):
+        return missing(title, "sensor_density_audit", "Run `gigapulse jobs run audits_job --partition DAY`.")
+    day = _latest(ctx, "sensor_density_audit")
+    cells = ctx.rows("SELECT line, stage, sum(sensors_matched), sum(sensors_expected) FROM sensor_density_audit "
+                     "WHERE date = ? AND site = ? AND level = 'station' AND sensors_expected > 0 GROUP BY ALL",
+                     [day, ctx.site])
+    order = {s.value: i for i, s in enumerate(Stage)}
+    lines = sorted({c[0] for c in cells})
+    stages = sorted({c[1] for c in cells}, key=lambda s: order.get(s, len(order)))
+    grid = {(c[0], c[1]): c[2] / c[3] for c in cells}
+    png = F.heatmap(lines, stages, [[grid.get((ln, st)) for st in stages] for ln in lines],
+                    f"{ctx.site}: sensors present / reference profile, {day}", "coverage of the profile")
+    totals = ctx.rows("SELECT sensors, sensor_coverage, ctq_coverage, energy_coverage, sensors_per_million_cells "
+                      "FROM sensor_density_audit WHERE date = ? AND site = ? AND level = 'plant'", [day, ctx.site])
+    gaps = ctx.rows("SELECT rank, station, parameter, category, gap, reason FROM sensor_gaps "
+                    "WHERE date = ? AND site = ? ORDER BY rank LIMIT 10", [day, ctx.site])
+    text = ""
+    if totals and totals[0][1] is not None:
+        n, cov, ctq, energy, per_m = totals[0]
+        text = (f"{n:,} sensors cover {cov:.0%} of what the reference profile lists for these stations; "
+                f"critical-to-quality parameters {ctq or 0:.0%}, energy sub-metering {energy or 0:.0%}. ")
+    text += "The largest gaps, ranked critical-to-quality first, then energy, then the rest:" if gaps else \
+        "No gap against the reference profile."
+    return Section(title, text, [Figure(f"{ctx.site}-sensor-density.png", png, "sensor density heatmap")],
+                   ("rank", "station", "parameter", "category", "gap", "reason"), gaps,
+                   source=f"sensor_density_audit and sensor_gaps, {day}")
+
+
+def retrofit(ctx: ReportContext) -> Section:
+    """What closing the gaps costs and what it would save, with the assumptions in words."""
+    title = "Retrofit plan"
+    if not ctx.has_rows("retrofit_payback"):
+        return missing(title, "retrofit_payback", "Run `gigapulse jobs run readiness_job --partition DAY`.")
+    day = _latest(ctx, "retrofit_payback")
+    rows = ctx.rows("SELECT items, capex_eur, annual_scrap_savings_eur, annual_energy_savings_eur, payback_years, "
+                    "assumptions FROM retrofit_payback WHERE date = ? AND site = ?", [day, ctx.site])
+    items = ctx.rows("SELECT priority, item, station, parameter, quantity, cost_eur FROM retrofit_plan "
+                     "WHERE date = ? AND site = ? ORDER BY priority LIMIT 12", [day, ctx.site])
+    if not rows or not rows[0][0]:
+        return Section(title, f"Nothing to retrofit at {ctx.site} against the reference profile ({day}).",
+                       source="retrofit_payback")
+    n, capex, scrap, energy, payback, assumptions = rows[0]
+    pay = f"pays back in {payback:.1f} years" if payback is not None else "has no savings to pay it back"
+    text = (f"{n} items for {capex:,.0f} EUR; expected savings {scrap or 0:,.0f} EUR a year from scrap and "
+            f"{energy or 0:,.0f} EUR from energy, so the plan {pay}.\n\nAssumptions: {assumptions}")
+    return Section(title, text, [], ("priority", "item", "station", "parameter", "quantity", "cost EUR"), items,
+                   source=f"retrofit_plan and retrofit_payback, {day}")
+
+
+def material_loss(ctx: ReportContext) -> Section:
+    """Critical raw material in scrapped units, by element, every plant side by side."""
+    title = "Material lost to scrap"
+    if not ctx.has_rows("material_loss"):
+        return missing(title, "material_loss", "Run `gigapulse jobs run material_loss_job --partition DAY`.")
+    rows = ctx.rows("SELECT site, element, sum(kg), sum(value), any_value(currency), min(date), max(date) "
+                    "FROM material_loss GROUP BY site, element ORDER BY element, site")
+    elements = sorted({r[1] for r in rows})
+    sites = [ctx.site, *[s for s in ctx.sites if s != ctx.site]]
+    kg = {(r[0], r[1]): r[2] for r in rows}
+    png = F.grouped_bars(elements, {s: [kg.get((s, e), 0.0) for e in elements] for s in sites},
+                         "Material in scrapped units by element, kg", "kg")
+    mine = [(e, kg_, value, cur) for s, e, kg_, value, cur, *_ in rows if s == ctx.site]
+    total = sum(v for *_, v, _ in mine)
+    cur = mine[0][3] if mine else ""
+    first, last = min(r[5] for r in rows), max(r[6] for r in rows)
+    text = (f"{ctx.site} lost material worth {total:,.2f} {cur} to scrap from {first} to {last}, booked from the bill "
+            "of materials of its chemistry by the stage a unit was scrapped at.")
+    return Section(title, text, [Figure(f"{ctx.site}-material-loss.png", png, "material loss by element")],
+                   ("element", "kg", "value", "currency"), mine, source="material_loss")
+
+
+def energy(ctx: ReportContext) -> Section:
+    """kWh per good cell per day with the metered share of each plant beside it."""
+    title = "Energy per good cell"
+    if not ctx.has_rows("plant_kpis"):
+        return missing(title, "plant_kpis", "Run `gigapulse jobs run plant_kpis_job --partition DAY`.")
+    rows = ctx.rows("SELECT site, date, sum(kwh) / nullif(sum(output_cells), 0), any_value(plant_metered_share), "
+                    "sum(output_cells) FROM plant_kpis GROUP BY site, date ORDER BY date, site")
+    days = sorted({r[1] for r in rows})
+    per = {(r[0], r[1]): r for r in rows}
+    sites = [ctx.site, *[s for s in ctx.sites if s != ctx.site]]
+    png = F.series_with_share(days, {s: [(per.get((s, d)) or (None,) * 5)[2] for d in days] for s in sites},
+                              {s: [(per.get((s, d)) or (None,) * 5)[3] for d in days] for s in sites},
+                              "kWh per good cell, with the metered share of each plant", "kWh per good cell",
+                              "metered share")
+    mine = [(d, per[(ctx.site, d)][4], per[(ctx.site, d)][2], per[(ctx.site, d)][3]) for d in days
+            if (ctx.site, d) in per]
+    text = ("Energy per good cell is what the meters saw divided by the cells that left end of line good. A plant "
+            "with few meters reads low because most of its energy is not measured, not because it is efficient: "
+            "read each line with its metered share (dashed).")
+    return Section(title, text, [Figure(f"{ctx.site}-energy-per-cell.png", png, "energy per good cell")],
+                   ("day", "good cells", "kWh per good cell", "metered share of the plant"), mine,
+                   source="plant_kpis")
+
+
+def data_quality(ctx: ReportContext) -> Section:
+    """The lake's data-quality checks (lake-wide: the tables are shared by every plant)."""
+    title = "Data quality"
+    if not ctx.has_rows("dq_results"):
+        return missing(title, "dq_results", "Run `gigapulse jobs run lake_quality_job --partition DAY`.")
+    rows = ctx.rows("SELECT table_name, count(DISTINCT date), count(*), count(*) FILTER (WHERE NOT success), "
+                    "count(*) FILTER (WHERE NOT success AND blocking), max(checked_at) "
+                    "FROM dq_results GROUP BY table_name ORDER BY table_name")
+    failures = ctx.rows("SELECT date, message FROM dq_results WHERE NOT success ORDER BY date DESC, check_name "
+                        "LIMIT 10")
+    labels = [r[0] for r in rows]
+    png = F.grouped_bars(labels, {"passed": [r[2] - r[3] for r in rows], "failed": [r[3] for r in rows]},
+                         "Checks passed and failed per lake table", "checks")
+    failed = sum(r[3] for r in rows)
+    text = (f"{sum(r[2] for r in rows):,} check results over {max((r[1] for r in rows), default=0)} day(s); "
+            f"{failed} failed. The lake tables are shared by every plant, so this section is the same in each "
+            "report.")
+    if failures:
+        text += "\n\nNewest failures: " + " | ".join(f"{d}: {m}" for d, m in failures)
+    return Section(title, text, [Figure(f"{ctx.site}-data-quality.png", png, "data quality checks")],
+                   ("table", "days", "checks", "failed", "failed, blocking", "last run"),
+                   [(*r[:5], str(r[5])) for r in rows], source="dq_results")
+
+
 #: The sections of a report, in order. Each takes the context and returns one section.
-SECTIONS: list[Callable[[ReportContext], Section]] = [scrap_pareto]
+SECTIONS: list[Callable[[ReportContext], Section]] = [readiness, sensor_density, retrofit, scrap_pareto,
+                                                       material_loss, energy, data_quality]
 
 
 # --------------------------------------------------------------------------- the files

@@ -26,7 +26,20 @@ def test_one_page_per_plant_linking_the_others(pages):
     paths, out = pages
     assert sorted(p.name for p in paths) == ["leg.html", "ref.html"]
     ref = (out / "ref.html").read_text()
-    assert "href='leg.html'" in ref and "<h2 id='scrap-by-reason-and-stage'>" in ref
+    assert "href='leg.html'" in ref
+    for anchor in ("readiness", "sensor-density", "retrofit-plan", "scrap-by-reason-and-stage",
+                   "material-lost-to-scrap", "energy-per-good-cell", "data-quality"):
+        assert f"<h2 id='{anchor}'>" in ref, anchor
+
+
+def test_the_sections_carry_the_batch_tables_numbers(pages):
+    _, out = pages
+    leg = (out / "leg.html").read_text()
+    assert "scores" in leg and "acatech stage" in leg  # readiness from readiness_scores
+    assert "The largest gaps" in leg and "items for" in leg  # gaps and the retrofit plan
+    assert "lost material worth" in leg and "metered share" in leg
+    # The fixture lands no data-quality results: the section says which job fills them.
+    assert "No rows in `dq_results` yet" in leg and "lake_quality_job" in leg
 
 
 def test_figures_are_embedded_and_written_beside_and_not_blank(pages):
@@ -36,7 +49,10 @@ def test_figures_are_embedded_and_written_beside_and_not_blank(pages):
     assert embedded, "no figure embedded"
     for png in embedded:
         assert F.ink_share(png) > 0.01
-    assert (out / "ref-scrap-pareto.png").read_bytes() in embedded
+    assert len(embedded) >= 5  # radar, density, scrap, material, energy
+    for name in ("ref-readiness-radar", "ref-sensor-density", "ref-scrap-pareto", "ref-material-loss",
+                 "ref-energy-per-cell"):
+        assert (out / f"{name}.png").read_bytes() in embedded, name
     assert "src='http" not in page and "src=\"http" not in page  # self-contained
 
 
