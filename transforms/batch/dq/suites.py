@@ -14,6 +14,7 @@ rather than suffer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -26,6 +27,10 @@ import pandas as pd
 from schemas.tables import DEAD_LETTERS, PRODUCTION_EVENTS, READINGS
 from transforms.batch.dq import profiles as P
 from transforms.settings import DataQualitySettings
+
+#: GX logs its own set-up at INFO when imported (dozens of lines per process and context); a check's
+#: outcome is what a user reads, so its loggers stay at WARNING.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -219,7 +224,10 @@ def _expectation(rule: Rule, check: Check) -> Expectation:
 
 
 def _context():
-    """An ephemeral GX context: in memory, no usage statistics sent, no progress bars in the logs."""
+    """An ephemeral GX context: in memory, no usage statistics sent, no progress bars in the logs.
+
+    GX's own set-up logging is kept at WARNING (see the top of this module).
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
