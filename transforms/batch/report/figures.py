@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 import matplotlib
 
@@ -144,7 +145,10 @@ def series_with_share(x: Sequence, series: Mapping[str, Sequence[float | None]],
         ax.plot(list(x), ys, color=color, marker="o", label=name)
         if name in shares:
             ss = [np.nan if v is None else float(v) for v in shares[name]]
-            ax2.plot(list(x), ss, color=color, linestyle="--", label=f"{name}: {share_label}")
+            ax2.plot(list(x), ss, color=color, linestyle="--", marker="s", markerfacecolor="none",
+                     label=f"{name}: {share_label}")
+    if len(x) == 1:  # one day: a day either side, not the years matplotlib picks for a single point
+        ax.set_xlim(x[0] - timedelta(days=1), x[0] + timedelta(days=1))
     ax.set_ylabel(ylabel)
     ax2.set_ylabel(share_label)
     ax2.set_ylim(0, 1.05)
