@@ -129,7 +129,7 @@ class LakeSettings(BaseSettings):
 
     retention: dict[str, int | None] = Field(default_factory=dict, description="Days kept per table (JSON).")
     grace_s: float = Field(120.0, ge=0, description="Seconds an unreferenced file stays for running readers.")
-    interval_s: float = Field(30.0, gt=0, description="Seconds between maintenance steps of `lake compact --loop`.")
+    interval_s: float = Field(10.0, gt=0, description="Seconds between maintenance steps of `lake compact --loop`.")
     fanout: int = Field(4, ge=2, le=16, description="Segments of one level that merge into one of the next level.")
     fold_after_days: int = Field(2, ge=1, description="Days behind a table's newest date after which a date is "
                                                       "folded into one file.")
@@ -137,7 +137,7 @@ class LakeSettings(BaseSettings):
     nice: int = Field(10, ge=0, le=19, description="CPU niceness `lake compact --loop` adds to itself: background "
                                                    "work yields to the stream workers.")
 
-    settle_s: float = Field(10.0, ge=0, description="Seconds a stream file stays hot before it is merged: the "
+    settle_s: float = Field(3.0, ge=0, description="Seconds a stream file stays hot before it is merged: the "
                                                      "newest seconds stay out of compacted files.")
 
     def compaction(self) -> dict[str, float | int]:

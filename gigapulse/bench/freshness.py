@@ -58,7 +58,7 @@ class FreshnessOptions:
     seed: int = 42
     profile: Path | None = None
     #: Seconds between maintenance steps run beside the worker (as the compose service does); None: none.
-    compact_every_s: float | None = 60.0
+    compact_every_s: float | None = 10.0
 
 
 class Stages:

@@ -77,7 +77,7 @@ def bench_freshness(
     duration: Annotated[str, typer.Option(help="Measured time per run (after the warm-up).")] = "60s",
     poll: Annotated[float, typer.Option(min=0.01, help="Seconds between DuckDB polls.")] = 0.1,
     compact_every: Annotated[str, typer.Option(help="Run `gigapulse lake compact --loop` beside the worker with "
-                                                    "this interval, as the compose stack does; 'off' for none.")] = "30s",
+                                                    "this interval, as the compose stack does; 'off' for none.")] = "10s",
     profile: Annotated[Path | None, typer.Option(help="Also run once with the worker under cProfile (not in "
                                                       "the figures) and write the profile here.")] = None,
     seed: SeedOpt = 42,
