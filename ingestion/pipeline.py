@@ -102,6 +102,8 @@ class IngestSummary:
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     failed_sends: int = 0
     plant_summary: dict = field(default_factory=dict)
+    #: Cells whose ground truth at the gate was written (``simulate --truth-out``); None without it.
+    truth_cells: int | None = None
 
     @property
     def readings_per_s(self) -> float:
@@ -109,6 +111,8 @@ class IngestSummary:
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
+        if d["truth_cells"] is None:
+            del d["truth_cells"]
         d["readings_per_s"] = round(self.readings_per_s, 1)
         return d
 

@@ -8,7 +8,7 @@ bound once here so no domain binds its own copy.
 
 import dagster as dg
 
-from orchestration import audits, dq, kpis, lake, quality, readiness, report, resources
+from orchestration import audits, dq, kpis, lake, predictive, quality, readiness, report, resources
 from orchestration.lake import (
     lake_compaction,
     lake_compaction_job,
@@ -22,7 +22,7 @@ from orchestration.resources import DUCKDB_POOL, KafkaResource, WarehousePaths, 
 
 #: The code location: the shared resources merged with each domain's ``defs``.
 defs = dg.Definitions.merge(resources.defs, lake.defs, dq.defs, audits.defs, readiness.defs, quality.defs,
-                            kpis.defs, report.defs)
+                            kpis.defs, report.defs, predictive.defs)
 
 __all__ = ["DUCKDB_POOL", "KafkaResource", "WarehousePaths", "WarehouseResource", "defs", "lake_compaction",
            "lake_compaction_job", "lake_rollups", "new_lake_partitions", "warehouse_catalog",

@@ -360,3 +360,42 @@ BATCH_EXAMPLES[DQ_RESULTS.name] = """SELECT count(*) AS checks_run, count(*) FIL
        list(message ORDER BY date DESC) FILTER (WHERE NOT success) AS failures
 FROM dq_results
 WHERE date >= current_date - 7;"""
+
+
+# --------------------------------------------------------------------------- predictive quality (issue #12)
+# Filled by transforms/batch/cell_features.py; docs/predictive-quality.md explains the features.
+
+CELL_FEATURES = batch_spec(
+    "cell_features", "one cell x the UTC day it left filling (the quality gate before formation)",
+    "Each cell's process history up to the quality gate: the units it consumed (recursively over parent_ids), "
+    "the sensor data of every station they visited while they were there (share of samples out of spec, mean, "
+    "samples, pooled per station and parameter; dry-room air during stacking and filling) and their measured "
+    "attributes. Nothing timestamped after the cell left filling enters. The training set of predictive "
+    "quality and the input of its live score; a day rebuilds identically.",
+    fields=[
+        date_col("the UTC day the cell left filling"),
+        col("cell_id", _STR, "Serial of the cell.", nullable=False),
+        col("site", _STR, "Site code.", nullable=False),
+        col("line", _STR, "Cell line.", nullable=False),
+        col("gate_ts", pa.timestamp("us", tz="UTC"), "When the cell left filling (its leave event), UTC.",
+            nullable=False),
+        col("upstream_ids", pa.list_(_STR), "Every unit the cell consumed, at any depth (rolls, batches), sorted.",
+            nullable=False),
+        col("n_features", _I64, "Number of entries in features.", nullable=False),
+        col("features", pa.map_(_STR, _F64),
+            "Feature name -> value. Names: <station>.<parameter>.oos_share|mean|samples (station id within its "
+            "line, e.g. coat-c.areal_loading.oos_share: share 0-1, mean in the sensor's unit, samples a count), "
+            "<station>.dry_room.<parameter>.<stat> for the dry room's sensors during a visit, and "
+            "<station>.<attribute>.measured (a measure event's value, in its unit). A stat with no sample is null.",
+            nullable=False),
+    ],
+    sort_key=("site", "line", "gate_ts", "cell_id"),
+)
+
+BATCH_TABLES[CELL_FEATURES.name] = CELL_FEATURES
+BATCH_EXAMPLES[CELL_FEATURES.name] = """SELECT line, count(*) AS cells,
+       round(avg(features['coat-c.areal_loading.oos_share']), 4) AS cathode_loading_oos,
+       round(avg(features['fill.fill_mass.measured']), 2) AS fill_mass_g
+FROM cell_features
+WHERE date = (SELECT max(date) FROM cell_features)
+GROUP BY line ORDER BY line;"""

@@ -94,8 +94,11 @@ def _settings(plan: LakePlan):
 
 
 def _run_part(plant: Any, lake_root: Path, plan: LakePlan, parts: tuple[int, ...], with_events: bool,
-              done: Any = None) -> dict[str, Any]:
-    """Simulate the whole plant and process the readings partitions ``parts`` (and the events if asked)."""
+              done: Any = None, truth_out: Path | None = None) -> dict[str, Any]:
+    """Simulate the whole plant and process the readings partitions ``parts`` (and the events if asked).
+
+    The part with the events also writes the simulator's ground truth at the gate to ``truth_out``.
+    """
     from ingestion.simulator import PlantSimulator
     from schemas.contracts import encode
     from transforms.partitions import EventsPartition, ReadingsPartition
@@ -107,7 +110,8 @@ def _run_part(plant: Any, lake_root: Path, plan: LakePlan, parts: tuple[int, ...
                 if with_events else {})
     offsets = dict.fromkeys(readers, 0)
     ev_offsets = dict.fromkeys(eventers, 0)
-    sim = PlantSimulator(plant, seed=plan.seed, start=plan.start)
+    record_truth = with_events and truth_out is not None
+    sim = PlantSimulator(plant, seed=plan.seed, start=plan.start, record_truth=record_truth)
     route: dict[str, int] = {}
     gateway_no: dict[str, int] = {}
     n_gateways = len({e.station for e in plant.sensors})
@@ -150,6 +154,10 @@ def _run_part(plant: Any, lake_root: Path, plan: LakePlan, parts: tuple[int, ...
     failed = [p for p in (*readers.values(), *eventers.values()) if p.internal_errors]
     if failed:
         raise RuntimeError(f"{len(failed)} partition(s) set records aside as internal errors")
+    if record_truth:
+        from ingestion.simulator.truth import write_truth
+
+        write_truth(truth_out, sim.truth_rows)
     return {"parts": list(parts), "events": with_events, "readings": readings, "events_n": events,
             "frames_dropped": dropped, "end": sim.sim_time.isoformat(), "wall_s": time.perf_counter() - t0}
 
@@ -199,10 +207,11 @@ def _split(plant: Any, workers: int) -> list[tuple[tuple[int, ...], bool]]:
 
 
 def build_lake(plant: Any, lake_root: Path, plan: LakePlan, workers: int = 1,
-               on_progress: Callable[[int], None] | None = None) -> BuildReport:
+               on_progress: Callable[[int], None] | None = None, truth_out: Path | None = None) -> BuildReport:
     """Simulate ``plan`` into a new lake at ``lake_root`` (sensors table included); see the module doc.
 
-    ``on_progress`` is called with the simulated seconds done (by the slowest worker).
+    ``on_progress`` is called with the simulated seconds done (by the slowest worker). With
+    ``truth_out``, the simulator's ground truth at the gate is written there (outside the lake).
     """
     from transforms.warehouse import write_sensors
 
@@ -214,12 +223,13 @@ def build_lake(plant: Any, lake_root: Path, plan: LakePlan, workers: int = 1,
     t0 = time.perf_counter()
     split = _split(plant, workers)
     if len(split) == 1:
-        results = [_run_part(plant, lake_root, plan, split[0][0], True, _Reporter(on_progress))]
+        results = [_run_part(plant, lake_root, plan, split[0][0], True, _Reporter(on_progress), truth_out)]
     else:
         ctx = multiprocessing.get_context("spawn")
         counters = [ctx.Value("q", 0) for _ in split]
         queue = ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(i, queue, plant, lake_root, plan, parts, ev, c), daemon=True)
+        procs = [ctx.Process(target=_worker, args=(i, queue, plant, lake_root, plan, parts, ev, c, truth_out),
+                             daemon=True)
                  for i, ((parts, ev), c) in enumerate(zip(split, counters, strict=True))]
         for proc in procs:
             proc.start()

@@ -149,3 +149,40 @@ def bench_warehouse(
     except bench.BenchError as exc:
         raise UserError(str(exc)) from None
     bench.emit(report, out)
+
+
+@bench_app.command("quality")
+def bench_quality(
+    hours: Annotated[float, typer.Option(min=0.5, max=240, help="Simulated hours of each plant (the reference "
+                                                                 "plant makes 7,200 cells an hour).")] = 12.0,
+    plants: Annotated[str, typer.Option(help="Comma-separated plants (reference, legacy).")] = "reference,legacy",
+    test_share: Annotated[float, typer.Option(min=0.05, max=0.8, help="Share of the latest cells held out "
+                                                                       "for testing (a split in time).")] = 0.3,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the lakes again even if cached ones match.")]
+    = False,
+    workers: Annotated[int, typer.Option(min=1, max=6, help="Processes that build each lake.")] = 2,
+    cache: Annotated[Path, typer.Option(help="Where built lakes are kept (quality-<plant>-<hours>h/ under it).")]
+    = Path("var/bench"),
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/quality.json"),
+):
+    """The gate model (scrapped or graded C, before formation) against its baselines and the simulator's truth.
+
+    Builds each plant's lake once without Kafka, with the simulator's true probability of every cell
+    beside it, lands cell_features per day, trains on the earliest cells and tests on the latest.
+    """
+    from gigapulse import bench
+    from gigapulse.bench.quality import QualityOptions, run_quality
+    from gigapulse.cli.common import UserError
+
+    chosen = tuple(p.strip() for p in plants.split(",") if p.strip())
+    unknown = [p for p in chosen if p not in ("reference", "legacy")]
+    if unknown or not chosen:
+        raise UserError(f"--plants: unknown {', '.join(unknown) or 'none given'} (choose from reference, legacy)")
+    opts = QualityOptions(hours=hours, plants=chosen, test_share=test_share, rebuild=rebuild, workers=workers,
+                          cache=cache, seed=seed)
+    try:
+        report = run_quality(opts)
+    except bench.BenchError as exc:
+        raise UserError(str(exc)) from None
+    bench.emit(report, out)

@@ -58,6 +58,10 @@ def simulate(
     inject_faults: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability per tick of sending a "
                                                  "malformed reading (exercises the dead-letter path).")] = 0.0,
     summary_json: Annotated[Path | None, typer.Option(help="Write the run summary as JSON here.")] = None,
+    truth_out: Annotated[Path | None, typer.Option(help="Also write each cell's true probability of ending "
+                                                        "scrapped or graded C, as it leaves filling, to this "
+                                                        "Parquet file: ground truth for evaluating predictive "
+                                                        "quality, never sent to Kafka.")] = None,
     bootstrap: BootstrapOpt = None,
 ):
     """Run the digital twin of a battery plant and stream it into Kafka.
@@ -70,16 +74,23 @@ def simulate(
     seconds = _parse(parse_duration, duration, "--duration")
     pace = _parse(parse_speed, speed, "--speed")
     t0 = _start_time(start)
-    summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap))
+    summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap),
+                             truth_out=truth_out)
     _print_summary(summary.to_dict())
+    if truth_out:
+        out.print(f"ground truth of {summary.truth_cells:,} cells at the gate written to {truth_out}")
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
 
 
 def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: int, start, fmt: str,
-                   fault_rate: float, bootstrap: str):
-    """Simulate → validate → produce, with a progress bar; returns the IngestSummary."""
+                   fault_rate: float, bootstrap: str, truth_out: Path | None = None):
+    """Simulate → validate → produce, with a progress bar; returns the IngestSummary.
+
+    With ``truth_out``, the simulator also records each cell's truth at the gate, written there as
+    Parquet once the run ends (:mod:`ingestion.simulator.truth`).
+    """
     from ingestion.pipeline import IngestRun, IngestSummary, paced
     from ingestion.producer import PlantProducer
     from ingestion.settings import ProducerSettings
@@ -93,7 +104,7 @@ def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: i
     producer = PlantProducer(bootstrap, settings, client_id=f"gigapulse-sim-{plant.name}")
     limits = EdgeLimits(max_future_s=settings.max_future_s, max_past_s=settings.max_past_s)
     run = IngestRun(plant, producer, seed, start, fmt, settings.frame_max_readings, fault_rate, limits)
-    sim = PlantSimulator(plant, seed=seed, start=start)
+    sim = PlantSimulator(plant, seed=seed, start=start, record_truth=truth_out is not None)
     summary = IngestSummary(plant=plant.name, seed=seed, simulated_s=seconds)
     wall0 = time.monotonic()
     try:
@@ -119,6 +130,10 @@ def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: i
     summary.dead_letters_by_reason = dict(run.dlq)
     summary.failed_sends = stats.failed
     summary.plant_summary = sim.summary.to_dict()
+    if truth_out is not None:
+        from ingestion.simulator.truth import write_truth
+
+        summary.truth_cells = write_truth(truth_out, sim.truth_rows)
     return summary
 
 

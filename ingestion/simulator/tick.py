@@ -35,7 +35,8 @@ class PlantSimulator(_Signals, _EdgeEffects, _UnitFlow):
     (:mod:`ingestion.simulator.serials`).
     """
 
-    def __init__(self, plant: Plant, seed: int, start: datetime = DEFAULT_START, tick_s: float = 1.0):
+    def __init__(self, plant: Plant, seed: int, start: datetime = DEFAULT_START, tick_s: float = 1.0,
+                 record_truth: bool = False):
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware (UTC)")
         tick_ms = int(round(tick_s * 1000))
@@ -56,6 +57,9 @@ class PlantSimulator(_Signals, _EdgeEffects, _UnitFlow):
         self._now_ms = 0
         self._tick_no = 0
         self._event_order = 0
+        #: With ``record_truth``: one row per cell passing the gate before formation, for evaluation
+        #: only (:mod:`ingestion.simulator.truth`); never sent to Kafka. Callers take and clear it.
+        self.truth_rows: list[dict] | None = [] if record_truth else None
         self._build_sensors(rng_init)
         self._build_flows()
         self._build_edge(rng_init)

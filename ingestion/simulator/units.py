@@ -18,6 +18,7 @@ import numpy as np
 
 from ingestion.simulator.config import _CELL_UNITS, _STAGE_RANK, SimulatorConfigError
 from ingestion.simulator.serials import check_part, unit_serial
+from ingestion.simulator.truth import gate_truth, truth_row
 from schemas.contracts import EventKind, ProductionEvent, Stage, UnitType
 
 
@@ -299,8 +300,18 @@ class _UnitFlow:
                     self._scrap(st, v, reason, out)
                     continue
                 self._event(out, u, EventKind.LEAVE, st.gateway, v.leave_ms)
+                if st.stage is Stage.FILLING and self.truth_rows is not None:
+                    self._record_truth(u, v.leave_ms)
                 if i < last:
                     self._enter(flow.cell_steps[i + 1], u, v.leave_ms, out)
+
+    def _record_truth(self, unit: _Unit, ms: int) -> None:
+        """The cell's truth as it passes the gate (no random draw: seeded output is unchanged)."""
+        cfg = self._cfg
+        t = gate_truth(cfg.cell, cfg.reasons, cfg.reason_stage, cfg.reason_base, unit.risk,
+                       unit.data["electrode_risk"])
+        self.truth_rows.append(truth_row(unit.uid, self.plant.template.site, unit.line,
+                                         self.start + timedelta(milliseconds=ms), t))
 
     def _scrap_draw(self, unit: _Unit, stage: Stage) -> str | None:
         hit = None

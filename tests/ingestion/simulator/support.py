@@ -5,6 +5,7 @@ Plain functions; the fixtures that use them live in ``conftest.py``.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -42,11 +43,16 @@ class PlantRun:
     frame_log: list[tuple[str, int, int, int]] = field(default_factory=list)  # gateway, tick end, ts min, ts max
     readings: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # sensor, ts, value (legacy only)
     quality_counts: Counter = field(default_factory=Counter)
+    #: SHA-256 over every frame's arrays and every encoded event, in order (pins the seeded output).
+    digest: str = ""
+    #: The simulator's ground truth at the gate (record_truth=True, which changes no output).
+    truth: list[dict] = field(default_factory=list)
 
 
 def run_plant(name: str, keep_readings: bool) -> PlantRun:
     plant = load_plant(name)
-    sim = PlantSimulator(plant, seed=SEED)
+    sim = PlantSimulator(plant, seed=SEED, record_truth=True)
+    digest = hashlib.sha256()
     n = len(plant.sensors)
     gid = {e.sensor_id: i for i, e in enumerate(plant.sensors)}
     local_to_global: dict[str, np.ndarray] = {}
@@ -71,6 +77,9 @@ def run_plant(name: str, keep_readings: bool) -> PlantRun:
             vs.append(fr.value)
             inside &= bool(fr.ts_ms.min() >= t1 - tick_ms and fr.ts_ms.max() < t1)
             frame_log.append((fr.gateway, t1, int(fr.ts_ms.min()), int(fr.ts_ms.max())))
+            digest.update(fr.gateway.encode())
+            for part in (fr.idx, fr.ts_ms, fr.value, fr.quality):
+                digest.update(np.ascontiguousarray(part).tobytes())
             quality.update(dict(enumerate(np.bincount(fr.quality, minlength=3).tolist())))
         if gs:
             g, t, v = np.concatenate(gs), np.concatenate(ts), np.concatenate(vs)
@@ -90,6 +99,8 @@ def run_plant(name: str, keep_readings: bool) -> PlantRun:
                 last_meter[gm[last]] = vm[last]
             if keep_readings:
                 kept.append((g, t, v))
+        for e in tick.events:
+            digest.update(encode(e))
         events.extend(tick.events)
         event_tick.extend([t1] * len(tick.events))
         if sim.summary.simulated_seconds == 200:
@@ -100,7 +111,8 @@ def run_plant(name: str, keep_readings: bool) -> PlantRun:
     if keep_readings:
         readings = tuple(np.concatenate([k[i] for k in kept]) for i in range(3))
     return PlantRun(name, warm, sim.summary.copy(), counts, lo, hi, monotone, inside, state_early,
-                    sim.state_size(), events, event_tick, frame_log, readings, quality)
+                    sim.state_size(), events, event_tick, frame_log, readings, quality, digest.hexdigest(),
+                    sim.truth_rows)
 
 
 

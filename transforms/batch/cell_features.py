@@ -1,0 +1,201 @@
+"""``cell_features``: each cell's process history up to the quality gate, one row per cell, in SQL.
+
+The gate is the moment a cell leaves electrolyte filling. Formation and aging, the longest and most
+energy-hungry steps, come after it, so a cell pulled there saves them. A model scored at the gate may
+only use what is known then, so every feature here comes from data timestamped before the cell's
+``leave`` event at filling:
+
+* **Genealogy.** The cell and every unit it consumed, recursively over ``parent_ids`` (electrode
+  rolls, their slurry batches), and each one's visits: from an ``enter`` event to the first
+  ``leave`` or ``scrap`` at that station after it. Only visits that ended by the gate count.
+* **Sensor features per visit.** For every sensor with a spec limit at the visited station, the
+  samples with ``entered_at <= ts < left_at`` (quality not ``bad``): their number, the share out of
+  spec and their mean, pooled over the sensors of one parameter (a coater's 16 thickness gauges)
+  and over the visits of one station template (both rolls of a cell pass the vacuum dryer). Cell
+  assembly runs in the dry room, so visits at stacking and filling also get the dry room's sensors
+  over the same interval.
+* **Measured attributes.** ``measure`` events of those units before the gate (viscosity of a batch,
+  areal loading of a roll, fill mass of the cell), averaged per station template and attribute.
+
+Exact and linear in the data: readings are summed per sensor stream and timestamp, accumulated in
+time order, and each visit takes the difference of the running sums at its two ends (two ASOF
+joins), so a visit of four seconds and one of two minutes cost the same, and overlapping visits
+(four cells in a stacker at once) need no range join.
+
+Feature names are ``<station>.<parameter>.<stat>`` with the station's id within its line (``coat-c``,
+not ``L1-coat-c``), ``<station>.<environment station>.<parameter>.<stat>`` for dry-room sensors
+during a visit, and ``<station>.<attribute>.measured``; stats are ``oos_share``, ``mean`` and
+``samples``. They sit in one ``MAP`` column so the table's schema is the same for every plant
+(docs/predictive-quality.md lists them for the reference plant).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from schemas.batch import CELL_FEATURES
+from schemas.contracts import QUALITY_CODES, Quality
+from transforms.batch.store import conform
+
+#: How far before the gate window the history is read: electrode rolls wait in stock for minutes to
+#: hours before a cell consumes them. A unit made earlier than this contributes no visits.
+LOOKBACK = timedelta(days=1)
+#: Stages that run inside the dry room, whose sensors describe the air a cell saw there.
+DRY_ROOM_STAGES = ("stacking", "filling")
+ENVIRONMENT_STAGE = "dry_room"
+
+_SQL = """
+WITH RECURSIVE gate AS (
+    SELECT unit_id AS cell_id, any_value(site) AS site, any_value(line) AS line, min(ts) AS gate_ts
+    FROM production_events
+    WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
+      AND kind = 'leave' AND stage = 'filling' AND unit_type = 'cell'
+      AND ts >= $since AND ts < $until
+      AND ($cells IS NULL OR list_contains($cells, unit_id))
+    GROUP BY unit_id
+), ev AS MATERIALIZED (
+    -- The dedup rule of duplicate_events: of repeated event ids, the copy that arrived first.
+    SELECT unit_id, kind, site, line, stage, station, ts, parent_ids, attribute, value
+    FROM production_events
+    WHERE date BETWEEN CAST($history_from AS DATE) AND CAST($until AS DATE)
+      AND ts >= $history_from AND ts < $until
+    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY src_partition, src_offset) = 1
+), parents AS (
+    SELECT DISTINCT unit_id, unnest(parent_ids) AS parent_id FROM ev WHERE len(parent_ids) > 0
+), lineage(cell_id, unit_id, depth) AS (
+    SELECT cell_id, cell_id, 0 FROM gate
+    UNION
+    SELECT l.cell_id, p.parent_id, l.depth + 1 FROM lineage AS l JOIN parents AS p ON p.unit_id = l.unit_id
+    WHERE l.depth < 8
+), units AS (
+    SELECT DISTINCT cell_id, unit_id FROM lineage
+), visits AS MATERIALIZED (
+    SELECT u.cell_id, n.unit_id, n.site, n.line, n.stage, n.station, n.ts AS entered_at, x.ts AS left_at
+    FROM (SELECT * FROM ev WHERE kind = 'enter' AND unit_id IN (SELECT unit_id FROM units)) AS n
+    ASOF JOIN (SELECT * FROM ev WHERE kind IN ('leave', 'scrap')) AS x
+        ON x.unit_id = n.unit_id AND x.station = n.station AND x.ts >= n.ts
+    JOIN units AS u ON u.unit_id = n.unit_id
+    JOIN gate AS g ON g.cell_id = u.cell_id
+    WHERE x.ts <= g.gate_ts
+), limited AS (
+    -- ref: a value typical of the stream, subtracted before summing, so that running sums over a
+    -- day stay small and the difference of two of them keeps its precision.
+    SELECT sensor_id, site, line, stage, station, parameter, lsl, usl,
+           avg(coalesce((lsl + usl) / 2, lsl, usl)) OVER (PARTITION BY station, parameter) AS ref
+    FROM sensors
+    WHERE (lsl IS NOT NULL OR usl IS NOT NULL) AND NOT is_energy_meter
+), visit_streams AS (
+    -- The visited station's own sensors, and the dry room's during cell assembly.
+    SELECT DISTINCT v.cell_id, v.unit_id, v.line, v.station AS at_station, v.entered_at, v.left_at,
+           s.station, s.line AS stream_line, s.parameter, s.ref, false AS environment
+    FROM visits AS v JOIN limited AS s ON s.station = v.station
+    UNION ALL
+    SELECT DISTINCT v.cell_id, v.unit_id, v.line, v.station, v.entered_at, v.left_at,
+           s.station, s.line, s.parameter, s.ref, true
+    FROM visits AS v JOIN limited AS s ON s.site = v.site AND s.stage = $environment_stage
+    WHERE list_contains($dry_room_stages, v.stage)
+), needed AS (
+    SELECT DISTINCT station, parameter FROM visit_streams
+), samples AS (
+    -- One row per stream and timestamp, so a running sum read at an instant holds all of it.
+    SELECT s.station, s.parameter, r.ts, count(*) AS n,
+           count(*) FILTER (WHERE r.value < s.lsl OR r.value > s.usl) AS oos, sum(r.value - s.ref) AS total
+    FROM readings AS r
+    JOIN limited AS s USING (sensor_id)
+    SEMI JOIN needed AS k ON k.station = s.station AND k.parameter = s.parameter
+    WHERE r.date BETWEEN CAST($history_from AS DATE) AND CAST($until AS DATE)
+      AND r.ts >= $history_from AND r.ts < $until AND r.quality <> $bad
+    GROUP BY ALL
+), running AS (
+    SELECT station, parameter, ts,
+           sum(n) OVER w AS n, sum(oos) OVER w AS oos, sum(total) OVER w AS total
+    FROM samples
+    WINDOW w AS (PARTITION BY station, parameter ORDER BY ts ROWS UNBOUNDED PRECEDING)
+), at_enter AS (
+    SELECT vs.*, coalesce(c.n, 0) AS n0, coalesce(c.oos, 0) AS oos0, coalesce(c.total, 0) AS total0
+    FROM visit_streams AS vs
+    ASOF LEFT JOIN running AS c ON c.station = vs.station AND c.parameter = vs.parameter AND c.ts < vs.entered_at
+), per_visit AS (
+    SELECT e.*, coalesce(c.n, 0) - e.n0 AS n, coalesce(c.oos, 0) - e.oos0 AS oos,
+           coalesce(c.total, 0) - e.total0 AS total
+    FROM at_enter AS e
+    ASOF LEFT JOIN running AS c ON c.station = e.station AND c.parameter = e.parameter AND c.ts < e.left_at
+), sensor_features AS (
+    SELECT cell_id,
+           CASE WHEN environment THEN {tmpl_at} || '.' || {tmpl_stream} ELSE {tmpl_at} END
+               || '.' || parameter AS stem,
+           sum(n) AS n, sum(oos) AS oos, sum(total) AS total, any_value(ref) AS ref
+    FROM per_visit
+    GROUP BY ALL
+), measured AS (
+    SELECT u.cell_id, {tmpl_ev} || '.' || e.attribute || '.measured' AS name, avg(e.value) AS value
+    FROM ev AS e JOIN units AS u USING (unit_id) JOIN gate AS g USING (cell_id)
+    WHERE e.kind = 'measure' AND e.attribute IS NOT NULL AND e.ts <= g.gate_ts
+    GROUP BY ALL
+), named AS (
+    SELECT cell_id, stem || '.samples' AS name, CAST(n AS DOUBLE) AS value FROM sensor_features
+    UNION ALL SELECT cell_id, stem || '.oos_share', CAST(oos AS DOUBLE) / nullif(n, 0) FROM sensor_features
+    UNION ALL SELECT cell_id, stem || '.mean', ref + total / nullif(n, 0) FROM sensor_features
+    UNION ALL SELECT cell_id, name, value FROM measured
+), packed AS (
+    SELECT cell_id, map_from_entries(list({{'key': name, 'value': value}} ORDER BY name)) AS features,
+           count(*) AS n_features
+    FROM named GROUP BY cell_id
+), upstream AS (
+    SELECT cell_id, list(unit_id ORDER BY unit_id) AS upstream_ids FROM units WHERE unit_id <> cell_id GROUP BY cell_id
+)
+SELECT CAST(timezone('UTC', g.gate_ts) AS DATE) AS date, g.cell_id, g.site, g.line, g.gate_ts,
+       coalesce(u.upstream_ids, []) AS upstream_ids, coalesce(p.n_features, 0) AS n_features,
+       coalesce(p.features, MAP {{}}) AS features
+FROM gate AS g
+LEFT JOIN upstream AS u USING (cell_id)
+LEFT JOIN packed AS p USING (cell_id)
+ORDER BY g.site, g.line, g.gate_ts, g.cell_id
+"""
+
+
+def _template(station: str, line: str) -> str:
+    """SQL for a station's id within its line: ``L1-coat-c`` -> ``coat-c``; site-wide stations keep theirs."""
+    return (f"CASE WHEN starts_with({station}, {line} || '-') THEN substr({station}, length({line}) + 2) "
+            f"ELSE {station} END")
+
+
+CELL_FEATURES_SQL = _SQL.format(tmpl_at=_template("at_station", "line"),
+                                tmpl_stream=_template("station", "stream_line"),
+                                tmpl_ev=_template("e.station", "e.line"))
+
+
+def _utc(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("give timezone-aware times (UTC)")
+        return value.astimezone(UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+def cell_features(con: duckdb.DuckDBPyConnection, since: date | datetime, until: date | datetime,
+                  cells: list[str] | None = None) -> pa.Table:
+    """Rows of ``cell_features`` for the cells leaving filling in ``[since, until)`` (a day: its midnights).
+
+    As the day's file holds them: the ``date`` partition column is left to the file's directory.
+
+    ``cells`` restricts them to those ids (live scoring asks for the cells that just passed the
+    gate). ``con`` is a warehouse connection (its views ``production_events``, ``readings`` and
+    ``sensors``). Every parameter is bound; the same call gives the same table.
+    """
+    lo, hi = _utc(since), _utc(until)
+    if hi <= lo:
+        raise ValueError(f"empty gate window {lo.isoformat()} .. {hi.isoformat()}")
+    params = {"since": lo, "until": hi, "history_from": lo - LOOKBACK, "cells": cells,
+              "environment_stage": ENVIRONMENT_STAGE, "dry_room_stages": list(DRY_ROOM_STAGES),
+              "bad": QUALITY_CODES[Quality.BAD]}
+    return conform(CELL_FEATURES, con.sql(CELL_FEATURES_SQL, params=params).to_arrow_table())
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    """The gate window of one UTC day."""
+    start = _utc(day)
+    return start, start + timedelta(days=1)
