@@ -393,9 +393,9 @@ CELL_FEATURES = batch_spec(
 )
 
 BATCH_TABLES[CELL_FEATURES.name] = CELL_FEATURES
-BATCH_EXAMPLES[CELL_FEATURES.name] = """SELECT line, count(*) AS cells,
-       round(avg(features['coat-c.areal_loading.oos_share']), 4) AS cathode_loading_oos,
-       round(avg(features['fill.fill_mass.measured']), 2) AS fill_mass_g
+BATCH_EXAMPLES[CELL_FEATURES.name] = """SELECT site, line, count(*) AS cells, round(avg(n_features)) AS features_per_cell,
+       round(avg(features['fill.fill_mass.measured']), 2) AS fill_mass_g,
+       round(avg(features['stack.dry_room.dew_point.oos_share']), 4) AS dry_room_dew_point_oos
 FROM cell_features
 WHERE date = (SELECT max(date) FROM cell_features)
-GROUP BY line ORDER BY line;"""
+GROUP BY ALL ORDER BY site, line;"""

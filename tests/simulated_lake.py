@@ -63,8 +63,10 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
 
 
 def _land_batch_tables(lake: Path, db: Path) -> None:
-    """What the daily batch assets land (material loss, KPIs, audits, readiness), for every day of events."""
+    """What the daily batch assets land (material loss, KPIs, audits, readiness, cell features), for every
+    day of events."""
     from schemas.batch import (
+        CELL_FEATURES,
         MATERIAL_LOSS,
         PLANT_KPIS,
         READINESS_SCORES,
@@ -73,6 +75,7 @@ def _land_batch_tables(lake: Path, db: Path) -> None:
         SENSOR_DENSITY_AUDIT,
         SENSOR_GAPS,
     )
+    from transforms.batch.cell_features import cell_features, day_window
     from transforms.batch.density import density_tables
     from transforms.batch.kpis import plant_kpis_day
     from transforms.batch.material import load_reference, material_loss_day
@@ -94,6 +97,7 @@ def _land_batch_tables(lake: Path, db: Path) -> None:
                                    (*density_tables(a.audit), readiness_table(a.scores),
                                     *retrofit_tables(a.plan, a.paybacks)), strict=True):
                 write_day(lake, spec, day, table)
+            write_day(lake, CELL_FEATURES, day, cell_features(con, *day_window(day)))
     finally:
         con.close()
 
