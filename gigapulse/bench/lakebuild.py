@@ -262,6 +262,23 @@ def build_lake(plant: Any, lake_root: Path, plan: LakePlan, workers: int = 1,
     return report
 
 
+def reuse_or_clear(root: Path, plan: LakePlan, rebuild: bool) -> dict[str, Any] | None:
+    """The build record of the cached lake in ``root`` if it was completed for ``plan``; else None, with
+    ``root`` emptied and recreated for a new build."""
+    import json
+    import shutil
+
+    record_path = root / "build.json"
+    if not rebuild and record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("plan") == plan.to_dict() and record.get("complete"):
+            return record
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    return None
+
+
 def plan_for_readings(plant: Any, readings: int, start: datetime, **kwargs: Any) -> LakePlan:
     """The plan whose simulated time gives about ``readings`` readings of ``plant`` (at its nominal rates)."""
     per_s = sum(e.nominal_rate_hz for e in plant.sensors)

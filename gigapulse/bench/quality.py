@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,7 +69,7 @@ def names_driver(feature: str, stem: str) -> bool:
 
 def cached_quality_lake(opts: QualityOptions, plant_name: str) -> tuple[Path, dict[str, Any]]:
     """The bench lake of ``plant_name`` with its truth and its ``cell_features`` days (built if not cached)."""
-    from gigapulse.bench.lakebuild import LakePlan, build_lake
+    from gigapulse.bench.lakebuild import LakePlan, build_lake, reuse_or_clear
     from schemas.asset_model import load_plant
     from schemas.batch import CELL_FEATURES
     from transforms.batch.cell_features import cell_features, day_window
@@ -83,14 +82,10 @@ def cached_quality_lake(opts: QualityOptions, plant_name: str) -> tuple[Path, di
     plan = LakePlan(seconds=int(round(opts.hours * 3600)), start=START, seed=opts.seed)
     root = Path(opts.cache) / f"quality-{plant_name}-{opts.hours:g}h"
     record_path = root / "build.json"
-    if not opts.rebuild and record_path.exists():
-        record = json.loads(record_path.read_text())
-        if record.get("plan") == plan.to_dict() and record.get("complete"):
-            console.print(f"reusing the lake in {root} (built {record['built_at']}; --rebuild to start over)")
-            return root, record
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    record = reuse_or_clear(root, plan, opts.rebuild)
+    if record is not None:
+        console.print(f"reusing the lake in {root} (built {record['built_at']}; --rebuild to start over)")
+        return root, record
     lake, db = root / "lake", root / "gigapulse.duckdb"
     with progress() as bar:
         task = bar.add_task(f"building {opts.hours:g} h of the {plant_name} plant", total=plan.seconds,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -113,7 +112,7 @@ def _files_per_date(lake: Path) -> dict[str, int]:
 
 def cached_lake(opts: WarehouseOptions) -> tuple[Path, dict[str, Any]]:
     """The bench lake for ``opts`` (built, dumped and compacted if not cached) and its build record."""
-    from gigapulse.bench.lakebuild import build_lake, plan_for_readings
+    from gigapulse.bench.lakebuild import build_lake, plan_for_readings, reuse_or_clear
     from schemas.asset_model import load_plant
     from transforms.warehouse.maintenance import compact
 
@@ -123,14 +122,10 @@ def cached_lake(opts: WarehouseOptions) -> tuple[Path, dict[str, Any]]:
     plan = replace(plan, outage_every_s=min(3600, max(plan.seconds // 2, 1)), outage_s=min(120, max(plan.seconds // 6, 1)))
     root = Path(opts.cache) / f"warehouse-{opts.readings}"
     record_path = root / "build.json"
-    if not opts.rebuild and record_path.exists():
-        record = json.loads(record_path.read_text())
-        if record.get("plan") == plan.to_dict() and record.get("complete"):
-            console.print(f"reusing the lake in {root} (built {record['built_at']}; --rebuild to start over)")
-            return root, record
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    record = reuse_or_clear(root, plan, opts.rebuild)
+    if record is not None:
+        console.print(f"reusing the lake in {root} (built {record['built_at']}; --rebuild to start over)")
+        return root, record
     lake = root / "lake"
     with progress() as bar:
         task = bar.add_task(f"building {opts.readings:,} readings", total=plan.seconds, info="simulated s")
