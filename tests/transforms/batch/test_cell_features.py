@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.transforms.warehouse.support import START, build_sim_warehouse
-from transforms.batch.cell_features import DRY_ROOM_STAGES, cell_features
+from transforms.batch.cell_features import DIRECT_MAX_CELLS, DRY_ROOM_STAGES, SCALE, cell_features
 from transforms.warehouse.reader import connect
 
 SINCE = START - timedelta(hours=1)
@@ -127,7 +127,8 @@ def test_features_equal_a_brute_force_recomputation(warehouse, table):
             if value is None:
                 assert got[name] is None, (cell, name)
             else:
-                assert got[name] == pytest.approx(value, rel=1e-9, abs=1e-12), (cell, name)
+                # Offsets are summed in integers of 1/SCALE of the unit: a mean is exact to that.
+                assert got[name] == pytest.approx(value, rel=1e-9, abs=1 / SCALE), (cell, name)
     some = dict(rows[sample[0]]["features"])
     assert any(k.startswith("coat-c.") for r in rows.values() for k in dict(r["features"]))
     assert any(".dry_room." in k for k in some)
@@ -152,11 +153,23 @@ def test_nothing_after_the_gate_enters(warehouse, table, tmp_path):
     assert cut.num_rows == blind.num_rows == 1
     seen, hidden = dict(cut.to_pylist()[0]["features"]), dict(blind.to_pylist()[0]["features"])
     whole_day = dict(cell["features"])
-    # Running sums add other rows when later ones are hidden or other cells asked: equal up to rounding.
-    for other in (hidden, whole_day):
-        assert seen.keys() == other.keys()
-        for k, v in seen.items():
-            assert (v is None and other[k] is None) or v == pytest.approx(other[k], rel=1e-12), k
+    # One cell is summed visit by visit, a day by running sums: integer sums make them bit-identical.
+    assert seen == hidden == whole_day
+
+
+def test_the_few_cells_plan_equals_the_day_plan(table, warehouse):
+    """The live score's plan (a few cells, each visit summed directly) gives the day's rows exactly."""
+    rows = table.to_pylist()
+    few = [r["cell_id"] for r in random.Random(5).sample(rows, min(DIRECT_MAX_CELLS, len(rows)))]
+    con = connect(warehouse.db)
+    try:
+        got = {r["cell_id"]: r for r in cell_features(con, SINCE, UNTIL, cells=few).to_pylist()}
+    finally:
+        con.close()
+    assert len(got) == len(few)
+    for r in rows:
+        if r["cell_id"] in got:
+            assert got[r["cell_id"]] == r
 
 
 def test_a_day_rebuilds_identically(warehouse, table):
