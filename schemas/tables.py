@@ -329,9 +329,47 @@ SENSORS = TableSpec(
     sort_key=("sensor_id",),
 )
 
+#: The live score's source name in file names and checkpoints: the scorer reads ``plant.events.v1``
+#: (whose own name belongs to the stream worker's files and checkpoints) and lands what it scored of
+#: records first..last of a partition as ``plant.events.v1.scored+<p>+<first>+<last>.parquet``.
+SCORED_EVENTS = "plant.events.v1.scored"
+
+CELL_RISK = TableSpec(
+    name="cell_risk",
+    grain="one cell that passed the quality gate (left electrolyte filling)",
+    doc="The live score of each cell at the gate before formation: its probability of ending scrapped or "
+        "graded C under the champion model, the drivers that raised it most, and the feature vector it was "
+        "scored on (the same cell_features code as training). Written by `gigapulse score`.",
+    schema=pa.schema([
+        _col("cell_id", pa.string(), "Serial of the cell.", nullable=False),
+        _col("site", pa.string(), "Site.", nullable=False),
+        _col("line", pa.string(), "Cell line.", nullable=False),
+        _col("gate_ts", TS, "When the cell left filling (its leave event), UTC.", nullable=False),
+        _col("score", pa.float64(), "Probability (0-1) that the cell ends scrapped or graded C; null when no "
+             "model was champion."),
+        _col("model_version", pa.string(), "Registry version of the model that scored it; null without a "
+             "champion."),
+        _col("drivers", pa.list_(pa.struct([pa.field("feature", pa.string()), pa.field("value", pa.float64()),
+                                            pa.field("effect", pa.float64())])),
+             "Up to three features that raised this cell's score most: its value, and how much lower the score "
+             "is with the feature at its training median (effect, probability points 0-1)."),
+        _col("complete", pa.bool_(), "The readings of the gate's stations had landed past the gate when it was "
+             "scored; false when it was scored after GIGAPULSE_SCORE_MAX_WAIT_S without them.", nullable=False),
+        _col("n_features", pa.int64(), "Number of entries in features.", nullable=False),
+        _col("features", pa.map_(pa.string(), pa.float64()), "The feature vector scored, as cell_features names "
+             "it.", nullable=False),
+        _col("scored_at", TS, "Wall-clock time the score was computed, UTC.", nullable=False),
+        _col("src_partition", pa.int32(), "Partition of plant.events.v1 holding the leave event.", nullable=False),
+        _col("src_offset", pa.int64(), "Offset of the leave event in src_partition.", nullable=False),
+        _date("gate_ts"),
+    ]),
+    date_from="gate_ts",
+    sort_key=("site", "line", "gate_ts", "cell_id"),
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (READINGS, PRODUCTION_EVENTS, SENSORS, SENSOR_FEATURES_1M, SENSOR_FEATURES_1H, QUALITY_FEATURES,
               ENERGY_FEATURES,
-              SENSOR_HEALTH, DEAD_LETTERS)
+              SENSOR_HEALTH, DEAD_LETTERS, CELL_RISK)
 }

@@ -43,6 +43,7 @@ FEATURES_SPC = "features.spc.v1"
 FEATURES_QUALITY = "features.quality.v1"
 FEATURES_ENERGY = "features.energy.v1"
 FEATURES_SENSOR_HEALTH = "features.sensor_health.v1"
+FEATURES_CELL_RISK = "features.cell_risk.v1"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(READINGS, 6, "delete", 7 * DAY_MS, "gateway id (frames) or sensor id (single readings)",
@@ -71,6 +72,9 @@ TOPICS: tuple[TopicSpec, ...] = (
               "kWh per station and line per window, kWh per good cell, kWh per kWh of capacity."),
     TopicSpec(FEATURES_SENSOR_HEALTH, 1, "delete", 7 * DAY_MS, "sensor id", "sensor health (JSON)",
               "Observed versus nominal rate, gaps, stuck sensors, late readings."),
+    TopicSpec(FEATURES_CELL_RISK, 3, "delete", 30 * DAY_MS, "cell id", "cell risk (JSON)",
+              "Each cell's live score at the gate before formation: probability of scrap or grade C, model "
+              "version, top drivers (gigapulse score)."),
 )
 
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}

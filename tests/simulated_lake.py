@@ -97,9 +97,44 @@ def _land_batch_tables(lake: Path, db: Path) -> None:
                                    (*density_tables(a.audit), readiness_table(a.scores),
                                     *retrofit_tables(a.plan, a.paybacks)), strict=True):
                 write_day(lake, spec, day, table)
-            write_day(lake, CELL_FEATURES, day, cell_features(con, *day_window(day)))
+            features = cell_features(con, *day_window(day))
+            write_day(lake, CELL_FEATURES, day, features)
+            _land_cell_risk(lake, features, first_offset=days.index(day) * 1_000_000)
     finally:
         con.close()
+
+
+def _land_cell_risk(lake: Path, features, first_offset: int) -> None:
+    """What ``gigapulse score`` lands for these cells, with a small model trained on them as champion
+    (its label, a dew point above the median, only has to give both classes)."""
+    import warnings
+
+    import numpy as np
+    import pyarrow as pa
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from schemas.tables import CELL_RISK, SCORED_EVENTS
+    from transforms.lake import LakeWriter
+    from transforms.predictive import registry
+    from transforms.predictive.dataset import feature_matrix
+    from transforms.predictive.scoring import risk_rows
+
+    if features.num_rows < 10:
+        return
+    X, names = feature_matrix(features.column("features").to_pylist())
+    j = next(i for i, n in enumerate(names) if n.endswith("dew_point.mean"))
+    y = np.nan_to_num(X[:, j]) > np.nanmedian(X[:, j])
+    clf = HistGradientBoostingClassifier(max_iter=20, min_samples_leaf=3, random_state=0).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature never sampled has a NaN median
+        medians = np.nanmedian(X, axis=0)
+    model = registry.GateModel(version="gate-20260101-5a1b2c", classifier=clf, regressor=None, names=names,
+                               medians=medians, top_features=[names[j]], schema_hash=registry.schema_hash(names))
+    cells = features.column("cell_id").to_pylist()
+    rows = risk_rows(features, model, datetime.now(UTC), {c: True for c in cells},
+                     {c: (0, first_offset + i) for i, c in enumerate(cells)})
+    LakeWriter.for_table(lake, CELL_RISK).write(SCORED_EVENTS, 0, first_offset, first_offset + len(rows) - 1,
+                                                pa.Table.from_pylist(rows, schema=CELL_RISK.file_schema))
 
 
 def _simulate_into(lake: Path, settings: StreamSettings, plant, partition: int, seconds: float, seed: int,

@@ -160,8 +160,22 @@ class DeadLettersState:
         return {}
 
 
-State = ReadingsState | EventsState | DeadLettersState
-STATE_KINDS: dict[str, type] = {"readings": ReadingsState, "events": EventsState, "dead_letters": DeadLettersState}
+@dataclass(frozen=True, slots=True)
+class ScoresState:
+    """The live scorer's partition of ``plant.events.v1`` (``gigapulse score``): cells waiting for their
+    readings are re-read from Kafka after a restart, so nothing beyond the offset is kept."""
+
+    @classmethod
+    def capture(cls, st: dict[str, Any]) -> ScoresState:  # noqa: ARG003 - same signature as the others
+        return cls()
+
+    def restore(self) -> dict[str, Any]:
+        return {}
+
+
+State = ReadingsState | EventsState | DeadLettersState | ScoresState
+STATE_KINDS: dict[str, type] = {"readings": ReadingsState, "events": EventsState, "dead_letters": DeadLettersState,
+                                "scores": ScoresState}
 _KIND_OF = {cls: kind for kind, cls in STATE_KINDS.items()}
 
 

@@ -283,3 +283,25 @@ class DataQualitySettings(BaseSettings):
     max_lag_s: float = Field(900.0, gt=0, description="Freshness: seconds the newest row of a day may lag "
                              "behind the day's end (now, for today).")
     examples: int = Field(5, ge=1, le=50, description="Offending keys named in a failed check's message.")
+
+
+class ScoreSettings(BaseSettings):
+    """How the live scorer (``gigapulse score``) waits for a cell's history. Environment: ``GIGAPULSE_SCORE_*``.
+
+    A cell is scored once its leave event at filling and the readings of its gate's stations (the
+    filling station and the dry room) have landed past the gate, so its features are complete.
+    ``max_wait_s`` bounds that wait: a stalled gateway must not hold every later cell back, so after
+    it the cell is scored with what has landed and marked ``complete = false``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_SCORE_", frozen=True)
+
+    group_id: str = Field("gigapulse-scorer", description="Consumer group of the scorers.")
+    poll_ms: int = Field(50, ge=1, le=1000, description="Longest a poll for new events waits, ms.")
+    check_s: float = Field(0.1, gt=0, description="Seconds between checks of the lake for pending cells.")
+    max_wait_s: float = Field(30.0, gt=0, description="Seconds a cell waits for its readings before it is "
+                              "scored incomplete.")
+    max_batch: int = Field(64, ge=1, le=64, description="Cells scored in one warehouse query (at most 64, "
+                           "the few-cells plan of cell_features).")
+    publish: bool = Field(True, description="Also publish each score to features.cell_risk.v1.")
+    log_every_s: float = Field(30.0, gt=0, description="Seconds between progress lines (with --loglevel info).")

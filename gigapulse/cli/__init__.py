@@ -42,7 +42,7 @@ _SECTIONS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "gigapulse.cli.broker": (("broker", "broker_app"),),
     "gigapulse.cli.topics": (("topics", "topics_app"), ("schemas", "schemas_app")),
     "gigapulse.cli.ingest": (("simulate", None), ("replay", None)),
-    "gigapulse.cli.stream": (("stream", None), ("health", None), ("warehouse", None)),
+    "gigapulse.cli.stream": (("stream", None), ("score", None), ("health", None), ("warehouse", None)),
     "gigapulse.cli.sql": (("sql", None),),
     "gigapulse.cli.report": (("report", None),),
     "gigapulse.cli.lake": (("lake", "lake_app"),),
@@ -55,7 +55,7 @@ _MODULE_OF_COMMAND = {name: module for module, entries in _SECTIONS.items() for 
 _LAZY = {
     "DEMO_QUERIES": "gigapulse.cli.demo", "demo": "gigapulse.cli.demo",
     "bench_app": "gigapulse.cli.benchmarks", "broker_app": "gigapulse.cli.broker",
-    "health": "gigapulse.cli.stream", "stream": "gigapulse.cli.stream", "warehouse": "gigapulse.cli.stream",
+    "health": "gigapulse.cli.stream", "stream": "gigapulse.cli.stream", "score": "gigapulse.cli.stream", "warehouse": "gigapulse.cli.stream",
     "jobs_app": "orchestration.cli", "replay": "gigapulse.cli.ingest", "run_simulation": "gigapulse.cli.ingest",
     "simulate": "gigapulse.cli.ingest", "schemas_app": "gigapulse.cli.topics", "topics_app": "gigapulse.cli.topics",
     "sql": "gigapulse.cli.sql", "lake_app": "gigapulse.cli.lake", "rollup": "gigapulse.cli.rollup",
@@ -66,7 +66,7 @@ _loaded: set[str] = set()
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
            "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
            "jobs_app", "lake_app", "log", "main", "out", "replay", "report", "rollup", "run_simulation", "schemas_app",
-           "simulate", "sql", "stream", "topics_app", "warehouse"]
+           "score", "simulate", "sql", "stream", "topics_app", "warehouse"]
 
 
 def _load(module: str) -> None:

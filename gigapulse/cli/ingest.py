@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from enum import StrEnum
 from pathlib import Path
@@ -74,6 +75,8 @@ def simulate(
     seconds = _parse(parse_duration, duration, "--duration")
     pace = _parse(parse_speed, speed, "--speed")
     t0 = _start_time(start)
+    if truth_out is not None:
+        _check_writable(truth_out, "--truth-out")
     summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap),
                              truth_out=truth_out)
     _print_summary(summary.to_dict())
@@ -82,6 +85,19 @@ def simulate(
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse, before anything is sent, an output file whose folder cannot be made or written."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot create its folder ({exc.strerror or exc})") from None
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file name (the ground truth is written there)")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{option} {path}: its folder is not writable")
 
 
 def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: int, start, fmt: str,

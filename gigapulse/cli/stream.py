@@ -86,6 +86,45 @@ def stream(
 
 
 @app.command()
+def score(
+    drain: Annotated[bool, typer.Option(help="Score every cell whose leave event is in the topic now, then exit.")]
+    = False,
+    bootstrap: BootstrapOpt = None,
+    events_topic: Annotated[str | None, typer.Option(hidden=True, help="Read events from this topic.")] = None,
+    out_topic: Annotated[str | None, typer.Option(hidden=True, help="Publish scores to this topic.")] = None,
+):
+    """Run the live scorer: each cell leaving electrolyte filling, scored before formation.
+
+    Waits until the cell's history up to the gate has landed (its leave event, the readings of the
+    filling station and the dry room), computes its features with the same code as training
+    (cell_features), scores them with the champion of the model registry (gigapulse models), and
+    lands the row in the cell_risk table and on features.cell_risk.v1. A new champion is used from
+    the next cell on, without a restart; without one, cells are landed with a null score. Start
+    several to scale out (consumer group). Settings: GIGAPULSE_DATA_DIR and GIGAPULSE_SCORE_*
+    (group_id, poll_ms, check_s, max_wait_s, max_batch, publish, log_every_s); docs/predictive-quality.md.
+    """
+    import signal
+    import threading
+
+    from schemas.topics import EVENTS, FEATURES_CELL_RISK
+    from transforms.scorer import Scorer
+    from transforms.settings import DataSettings, ScoreSettings
+
+    data = DataSettings()
+    settings = ScoreSettings()
+    servers = _bootstrap(bootstrap)
+    _reachable(servers)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    scorer = Scorer(servers, data.lake_root, data.db_path, settings, events_topic=events_topic or EVENTS,
+                    out_topic=out_topic or FEATURES_CELL_RISK)
+    st = scorer.run(stop, drain=drain)
+    out.print(f"scorer done: {st.scored:,} cells scored, {st.unscored:,} without a champion, "
+              f"{st.incomplete:,} incomplete, in {st.batches:,} batches")
+
+
+@app.command()
 def health(
     port: Annotated[int | None, typer.Option(min=1, max=65_535, help="The worker's health port (env "
                                                                    "GIGAPULSE_STREAM_HEALTH_PORT).")] = None,

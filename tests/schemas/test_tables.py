@@ -31,7 +31,7 @@ EXPECTED_COLUMNS = {
 
 def test_catalog_holds_every_warehouse_table():
     assert set(TABLES) == {"readings", "production_events", "sensors", "sensor_features_1m", "sensor_features_1h",
-                           "quality_features", "energy_features", "sensor_health", "dead_letters"}
+                           "quality_features", "energy_features", "sensor_health", "dead_letters", "cell_risk"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COLUMNS))

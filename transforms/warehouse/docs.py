@@ -113,6 +113,10 @@ _EXAMPLES = {
                      "ORDER BY rate_ratio, sensor_id LIMIT 20;  -- the sensors furthest below their nominal rate",
     "dead_letters": "SELECT reason, stage, count(*) AS messages\nFROM dead_letters\n"
                     "WHERE date = current_date\nGROUP BY ALL ORDER BY messages DESC;",
+    "cell_risk": "SELECT line, cell_id, gate_ts, round(score, 3) AS score, model_version,\n"
+                 "       drivers[1].feature AS top_driver\nFROM cell_risk\n"
+                 "WHERE date = (SELECT max(date) FROM cell_risk) AND score IS NOT NULL\n"
+                 "ORDER BY score DESC LIMIT 20;",
 }
 
 _ROLLUP_EXAMPLES = {

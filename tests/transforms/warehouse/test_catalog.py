@@ -33,7 +33,8 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "tables.md"
 def one_row(spec: TableSpec) -> pa.Table:
     """A row with every required column set and every optional one null."""
     samples = {pa.string(): "x", pa.float64(): 1.0, pa.int8(): 0, pa.int32(): 0, pa.int64(): 1,
-               pa.bool_(): False, pa.binary(): b"x", pa.timestamp("ms", tz="UTC"): T0}
+               pa.bool_(): False, pa.binary(): b"x", pa.timestamp("ms", tz="UTC"): T0,
+               pa.map_(pa.string(), pa.float64()): [("x", 1.0)]}
     return pa.table({f.name: pa.array([None if f.nullable else samples[f.type]], f.type)
                      for f in spec.file_schema})
 

@@ -1,0 +1,319 @@
+"""``gigapulse score``: the live score of every cell at the quality gate, landed exactly once.
+
+A consumer of ``plant.events.v1`` (its own group, beside the stream workers). When a cell leaves
+electrolyte filling, it waits until the lake holds the cell's history up to that instant: the
+stream worker has checkpointed the leave event, and the readings of the gate's stations (the
+filling station, the dry room) have landed past it. Then it computes the cell's features with
+:func:`transforms.batch.cell_features.cell_features`, the function that builds the training set,
+scores them with the champion of the model registry, lands the row in ``cell_risk`` and publishes
+it to ``features.cell_risk.v1``.
+
+Exactly once into the lake, the stream's way (:mod:`transforms.lake`, :mod:`transforms.checkpoint`):
+what it scored of records ``first..last`` of an events partition becomes one file named by that
+range under the source name ``<events topic>.scored``, then that source's checkpoint moves past
+``last``. On (re)assignment a partition resumes at its checkpoint and deletes files at or after it.
+Cells are scored in offset order per partition, so a range holds every gate event in it. The topic
+is at least once: a crash after publishing and before the checkpoint publishes those scores again.
+
+The champion is read from the registry's alias before every batch, so promoting a model takes
+effect at the next cell, without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from schemas import topics
+from schemas.contracts import ContractError, decode_event
+from schemas.tables import CELL_RISK
+from transforms import checkpoint as ckpt
+from transforms.lake import LakeWriter
+from transforms.settings import ScoreSettings
+
+log = logging.getLogger(__name__)
+
+#: Published fields of a ``cell_risk`` row (the feature vector stays in the table).
+_MESSAGE_FIELDS = ("cell_id", "site", "line", "gate_ts", "score", "model_version", "drivers", "complete",
+                   "n_features", "scored_at", "src_partition", "src_offset")
+
+
+def scored_source(events_topic: str) -> str:
+    """The source name of the scorer's files and checkpoints for ``events_topic``."""
+    return f"{events_topic}.scored"
+
+
+@dataclass
+class GateCell:
+    """A cell that left filling, waiting for its history to land."""
+
+    cell_id: str
+    site: str
+    line: str
+    station: str
+    ts: datetime
+    partition: int
+    offset: int
+    seen: float  # monotonic time it was read
+
+
+@dataclass
+class ScorerStats:
+    scored: int = 0
+    incomplete: int = 0
+    unscored: int = 0
+    batches: int = 0
+    #: Seconds from the leave event's timestamp to its row landing, of the cells since the last log line.
+    latencies: list[float] = field(default_factory=list)
+
+
+class Scorer:
+    """One scorer process; several share the events partitions through their consumer group."""
+
+    def __init__(self, bootstrap: str, lake_root: Path, db_path: Path, settings: ScoreSettings,
+                 events_topic: str = topics.EVENTS, out_topic: str = topics.FEATURES_CELL_RISK):
+        self.bootstrap = bootstrap
+        self.lake_root = Path(lake_root)
+        self.db_path = Path(db_path)
+        self.settings = settings
+        self.events_topic = events_topic
+        self.out_topic = out_topic
+        self.source = scored_source(events_topic)
+        self.writer = LakeWriter.for_table(self.lake_root, CELL_RISK)
+        self.pending: dict[int, deque[GateCell]] = {}
+        self.done: dict[int, int] = {}  # next offset per partition: everything before it is landed
+        self.read: dict[int, int] = {}  # next offset to read per partition
+        self.stats = ScorerStats()
+        self.model = None
+        self._con = None
+        self._con_key: tuple[int, int] | None = None
+        self._gate_stations: dict[tuple[str, str], list[str]] = {}
+        self._consumer = None
+        self._producer = None
+
+    # ----------------------------------------------------------------- Kafka side
+
+    def _on_assigned(self, assigned) -> None:
+        for tp in assigned:
+            nxt = ckpt.committed_next_offset(self.lake_root, self.source, tp.partition)
+            ckpt.drop_uncommitted(self.lake_root, self.source, tp.partition, nxt)
+            self._consumer.seek(tp, nxt)
+            self.pending[tp.partition] = deque()
+            self.done[tp.partition] = self.read[tp.partition] = nxt
+        log.info("scorer: partitions %s assigned", sorted(tp.partition for tp in assigned))
+
+    def _on_revoked(self, revoked) -> None:
+        for tp in revoked:
+            for d in (self.pending, self.done, self.read):
+                d.pop(tp.partition, None)
+
+    def _take(self, partition: int, offset: int, value: bytes | None) -> None:
+        if partition not in self.read:
+            return
+        self.read[partition] = offset + 1
+        try:
+            ev = decode_event(value)
+        except ContractError:
+            return  # the stream worker dead-letters it; the scorer has nothing to score
+        if ev.kind == "leave" and ev.stage == "filling" and ev.unit_type == "cell":
+            self.pending[partition].append(GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition,
+                                                    offset, time.monotonic()))
+
+    # ----------------------------------------------------------------- the lake side
+
+    def _connection(self):
+        """A read-only warehouse connection, reopened when the catalog file is replaced (compaction)."""
+        from transforms.warehouse.reader import connect
+
+        st = os.stat(self.db_path)
+        key = (st.st_ino, st.st_mtime_ns)
+        if self._con is None or key != self._con_key:
+            if self._con is not None:
+                self._con.close()
+            self._con = connect(self.db_path)
+            self._con_key = key
+            rows = self._con.execute(
+                "SELECT DISTINCT site, line, station, stage FROM sensors WHERE NOT is_energy_meter").fetchall()
+            env: dict[str, set[str]] = {}
+            own: dict[str, set[str]] = {}
+            for site, _line, station, stage in rows:
+                own.setdefault(station, set()).add(station)
+                if stage == "dry_room":
+                    env.setdefault(site, set()).add(station)
+            self._env, self._own = env, own
+        return self._con
+
+    def _stations(self, cell: GateCell) -> list[str]:
+        """Stations whose readings must have landed past the gate: the filling station, the dry room."""
+        return sorted(self._own.get(cell.station, set()) | self._env.get(cell.site, set()))
+
+    def _ready(self, cells: list[GateCell], now: float) -> list[tuple[GateCell, bool]]:
+        """The cells of ``cells`` (one partition's queue, in order) that can be scored now, with
+        whether their history is complete; stops at the first one that must still wait."""
+        if not cells:
+            return []
+        if not self.db_path.is_file():  # no catalog published yet: nothing can be read, so wait
+            return []
+        events_done = {p: ckpt.committed_next_offset(self.lake_root, self.events_topic, p)
+                       for p in {c.partition for c in cells}}
+        con = self._connection()
+        stations = sorted({s for c in cells for s in self._stations(c)})
+        since = min(c.ts for c in cells)
+        landed = dict(con.execute(
+            "SELECT station, max(ts) FROM readings WHERE date >= CAST($since AS DATE) AND ts >= $since "
+            "AND list_contains($stations, station) GROUP BY station",
+            {"since": since, "stations": stations}).fetchall()) if stations else {}
+        out = []
+        for c in cells:
+            complete = events_done[c.partition] > c.offset and all(
+                landed.get(s) is not None and landed[s] >= c.ts for s in self._stations(c))
+            if not complete and now - c.seen < self.settings.max_wait_s:
+                break
+            out.append((c, complete))
+        return out
+
+    def _champion(self):
+        from transforms.predictive import registry
+
+        version = registry.champion(self.lake_root)
+        if version is None:
+            if self.model is not None:
+                log.warning("scorer: the registry has no champion any more; cells are landed unscored")
+            self.model = None
+        elif self.model is None or self.model.version != version:
+            try:
+                self.model = registry.load_model(self.lake_root, version)
+                log.warning("scorer: scoring with champion %s", version)
+            except Exception as exc:  # noqa: BLE001 - a bad model file must not stop scoring with the old one
+                log.error("scorer: cannot load champion %s (%s); keeping %s", version, exc,
+                          self.model.version if self.model else "no model")
+        return self.model
+
+    def _score(self, ready: list[tuple[GateCell, bool]]) -> list[dict]:
+        from transforms.batch.cell_features import cell_features
+        from transforms.predictive.scoring import risk_rows
+
+        cells = [c for c, _ in ready]
+        con = self._connection()
+        feats = cell_features(con, min(c.ts for c in cells), max(c.ts for c in cells) + timedelta(microseconds=1),
+                              cells=[c.cell_id for c in cells])
+        found = set(feats.column("cell_id").to_pylist())
+        missing = [c for c in cells if c.cell_id not in found]
+        if missing:  # the leave event never landed within max_wait_s: scored on no history
+            feats = pa.concat_tables([feats, pa.Table.from_pylist(
+                [{"date": c.ts.date(), "cell_id": c.cell_id, "site": c.site, "line": c.line, "gate_ts": c.ts,
+                  "upstream_ids": [], "n_features": 0, "features": []} for c in missing], schema=feats.schema)])
+        return risk_rows(feats, self._champion(), datetime.now(UTC),
+                         complete={c.cell_id: ok for c, ok in ready},
+                         positions={c.cell_id: (c.partition, c.offset) for c in cells})
+
+    def _commit(self, partition: int, last: int, rows: list[dict]) -> None:
+        """Land ``rows`` as records done..last of ``partition``, publish them, then move the checkpoint."""
+        first = self.done[partition]
+        if rows:
+            self.writer.write(self.source, partition, first, last,
+                              pa.Table.from_pylist(rows, schema=CELL_RISK.file_schema))
+            if self._producer is not None:
+                for r in rows:
+                    msg = {k: r[k] for k in _MESSAGE_FIELDS}
+                    self._producer.send(self.out_topic, key=r["cell_id"].encode(), value=orjson.dumps(msg))
+                self._producer.flush()
+        path = ckpt.checkpoint_path(self.lake_root, self.source, partition)
+        ckpt.write_atomic(path, ckpt.Checkpoint(self.source, partition, last + 1, ckpt.ScoresState()).encode())
+        self.done[partition] = last + 1
+
+    def step(self) -> int:
+        """Score what is ready in every partition; returns the cells landed."""
+        now = time.monotonic()
+        landed = 0
+        for p in sorted(self.pending):
+            queue = self.pending[p]
+            ready = self._ready(list(queue)[: self.settings.max_batch], now) if queue else []
+            if ready:
+                rows = self._score(ready)
+                for _ in ready:
+                    queue.popleft()
+                last = (queue[0].offset - 1) if queue else self.read[p] - 1
+                self._commit(p, last, rows)
+                landed += len(rows)
+                self.stats.batches += 1
+                self.stats.scored += sum(r["score"] is not None for r in rows)
+                self.stats.unscored += sum(r["score"] is None for r in rows)
+                self.stats.incomplete += sum(not ok for _, ok in ready)
+                wall = datetime.now(UTC)
+                self.stats.latencies.extend((wall - r["gate_ts"]).total_seconds() for r in rows)
+            elif not queue and self.read[p] > self.done[p]:
+                self._commit(p, self.read[p] - 1, [])  # no gate event in the range: only the offset moves
+        return landed
+
+    # ----------------------------------------------------------------- the loop
+
+    def run(self, stop: threading.Event | None = None, drain: bool = False) -> ScorerStats:
+        """Score until ``stop`` is set (or, with ``drain``, until the events present at start are landed)."""
+        from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+
+        scorer = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                scorer._on_revoked(revoked)
+
+            def on_partitions_assigned(self, assigned):
+                scorer._on_assigned(assigned)
+
+        stop = stop or threading.Event()
+        self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.settings.group_id,
+                                       enable_auto_commit=False, auto_offset_reset="earliest",
+                                       client_id="gigapulse-scorer")
+        if self.settings.publish:
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+                                           client_id="gigapulse-scorer")
+        end: dict[int, int] = {}
+        if drain:
+            parts = self._consumer.partitions_for_topic(self.events_topic) or set()
+            end = {tp.partition: o for tp, o in self._consumer.end_offsets(
+                [TopicPartition(self.events_topic, p) for p in parts]).items()}
+        self._consumer.subscribe([self.events_topic], listener=_Listener())
+        last_check = last_log = time.monotonic()
+        try:
+            while not stop.is_set():
+                batch = self._consumer.poll(timeout_ms=self.settings.poll_ms, max_records=5000)
+                for tp, records in batch.items():
+                    for rec in records:
+                        self._take(tp.partition, rec.offset, rec.value)
+                now = time.monotonic()
+                if now - last_check >= self.settings.check_s:
+                    self.step()
+                    last_check = now
+                if now - last_log >= self.settings.log_every_s:
+                    self._log_progress()
+                    last_log = now
+                if drain and end and all(ckpt.committed_next_offset(self.lake_root, self.source, p) >= o
+                                         for p, o in end.items()):
+                    break
+        finally:
+            self._consumer.close()
+            if self._producer is not None:
+                self._producer.close()
+            if self._con is not None:
+                self._con.close()
+        self._log_progress()
+        return self.stats
+
+    def _log_progress(self) -> None:
+        lat = self.stats.latencies
+        if lat:
+            log.info("scorer: %d scored, %d unscored, %d incomplete; gate -> landed p50 %.2f s, p99 %.2f s "
+                     "(last %d cells)", self.stats.scored, self.stats.unscored, self.stats.incomplete,
+                     float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), len(lat))
+            self.stats.latencies = []
