@@ -165,8 +165,9 @@ gate_model_job = dg.define_asset_job(
     description="Train the day's gate model, check it against the champion, promote it if it passed.",
 )
 
-# Stopped by default like cell_features_daily, and 40 minutes after it: the day's features are landed.
+# Stopped by default like cell_features_daily, and 55 minutes after it (the day's features are landed),
+# clear of report_daily at 02:30: both would share two cores.
 gate_model_daily = dg.build_schedule_from_partitioned_job(
-    gate_model_job, name="gate_model_daily", hour_of_day=2, minute_of_hour=30,
+    gate_model_job, name="gate_model_daily", hour_of_day=2, minute_of_hour=45,
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
