@@ -112,6 +112,7 @@ def test_the_same_data_gives_the_same_version_and_a_thin_window_fails_clearly(la
     assert _run(lake, GOOD_DAY).success
     [row] = model_rows(lake_root, GOOD_DAY)  # replaced, not added
     assert len(R.champion_history(lake_root)) == 1  # already champion: the alias did not move again
+    assert row["promotable"] is True and row["promoted_by"] == "check:promotable"  # and the row still says so
     empty = _run(lake, date(2026, 3, 12))
     assert not empty.success and not _materialized(empty)
     failure = next(e for e in empty.all_events if e.event_type_value == "STEP_FAILURE")

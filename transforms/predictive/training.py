@@ -142,9 +142,17 @@ def model_rows(lake_root: Path, day: date) -> list[dict]:
     return pq.read_table(path).to_pylist() if path.exists() else []
 
 
+#: Columns a retrain of the same version keeps from its row: the alias may already point at it.
+_KEPT_ON_RETRAIN = ("promoted_at", "promoted_by")
+
+
 def land_model_row(lake_root: Path, row: dict) -> Path:
-    """Add ``row`` to its day of ``models``, replacing the row of the same version (a retrain on the same data)."""
+    """Add ``row`` to its day of ``models``, replacing the row of the same version (a retrain on the same
+    data), whose last promotion it keeps; the promotable check fills its verdict again."""
     day = row["date"]
+    old = [r for r in model_rows(lake_root, day) if r["version"] == row["version"]]
+    if old:
+        row = {**row, **{k: old[0][k] for k in _KEPT_ON_RETRAIN}}
     rows = [r for r in model_rows(lake_root, day) if r["version"] != row["version"]] + [row]
     return write_day(lake_root, MODELS, day, pa.Table.from_pylist(rows, schema=MODELS.file_schema))
 
