@@ -399,3 +399,57 @@ BATCH_EXAMPLES[CELL_FEATURES.name] = """SELECT site, line, count(*) AS cells, ro
 FROM cell_features
 WHERE date = (SELECT max(date) FROM cell_features)
 GROUP BY ALL ORDER BY site, line;"""
+
+#: Filled by the gate_model asset (transforms/predictive/training.py); the files are in <lake>/models
+#: (transforms/predictive/registry.py). docs/predictive-quality.md, "Model registry", explains promotion.
+MODELS = batch_spec(
+    "models", "one trained gate model version x the UTC day it was trained for",
+    "Every trained version of the gate classifier (and capacity regressor): its training window and time split, "
+    "its figures on its own test cells beside the baselines', its feature list's hash and top drivers, and "
+    "whether the promotable check let it become the champion and why. A day's file holds every version trained "
+    "for that day (training the same data again replaces its row); the model itself is the file in path.",
+    fields=[
+        date_col("the UTC day the model was trained for: the last day of its training window"),
+        col("version", _STR, "gate-<YYYYMMDD>-<6 hex digits of the training data's hash>; the same data gives the "
+            "same version.", nullable=False),
+        col("train_from", pa.date32(), "First day of cell_features read (the cells' gate day)."),
+        col("train_until", pa.date32(), "Last day of cell_features read (= date)."),
+        col("split_at", pa.timestamp("us", tz="UTC"), "Gate time of the time split: cells gated earlier trained "
+            "the model, the others tested it, UTC."),
+        col("train_cells", _I64, "Cells with a verdict that trained the model, count."),
+        col("test_cells", _I64, "Cells with a verdict that tested it, count."),
+        col("test_bad", _I64, "Test cells scrapped after the gate or graded C, count."),
+        col("roc_auc", _F64, "ROC AUC of the model on its test cells, 0-1 (0.5 = chance)."),
+        col("pr_auc", _F64, "Average precision on the test cells, 0-1."),
+        col("brier", _F64, "Brier score on the test cells (mean squared error of the probability), lower is better."),
+        col("base_rate", _F64, "Share of bad cells among the training cells: the constant score of the base-rate "
+            "baseline, ratio 0-1."),
+        col("base_rate_brier", _F64, "Brier score of that constant on the test cells."),
+        col("filling_only_auc", _F64, "ROC AUC of the same model on the filling station's features alone (baseline); "
+            "null without such features."),
+        col("capacity_mae", _F64, "End-of-line capacity regressor's mean absolute error on the test cells, in the "
+            "capacity's unit (Ah); null without a regressor."),
+        col("capacity_baseline_mae", _F64, "Mean absolute error of the training median capacity, Ah."),
+        col("features", _I64, "Number of features (columns of the model's matrix)."),
+        col("schema_hash", _STR, "sha256 of the sorted feature names: equal hashes mean the same columns."),
+        col("top_features", pa.list_(_STR), "The model's global top drivers (permutation importance on the test "
+            "cells, positive only), at most 20, best first."),
+        col("path", _STR, "The model file (<lake>/models/<version>.joblib)."),
+        col("sklearn_version", _STR, "scikit-learn that trained it; another major.minor refuses to load the file."),
+        col("created_at", pa.timestamp("us", tz="UTC"), "When this version was trained, UTC."),
+        col("promotable", _BOOL, "Outcome of the promotable check: true if it may become champion; null before "
+            "the check ran."),
+        col("promotion_note", _STR, "Why the check passed or refused it (AUC against the champion's on the same "
+            "test cells, features whose PSI is over the bound)."),
+        col("promoted_at", pa.timestamp("us", tz="UTC"), "When the champion alias last moved to it, UTC; null if "
+            "never."),
+        col("promoted_by", _STR, "Who moved it: check:promotable (the gate_champion asset) or cli:<user>."),
+    ],
+    sort_key=("created_at", "version"),
+)
+
+BATCH_TABLES[MODELS.name] = MODELS
+BATCH_EXAMPLES[MODELS.name] = """SELECT date, version, train_cells, test_cells, round(roc_auc, 3) AS auc,
+       round(filling_only_auc, 3) AS filling_only_auc, promotable, promotion_note, promoted_at
+FROM models
+ORDER BY created_at DESC LIMIT 10;"""

@@ -6,8 +6,8 @@ missing tool, an unknown plant) are printed as one line on stderr with exit code
 never as a traceback; ``GIGAPULSE_DEBUG=1`` shows the traceback for developers.
 
 The commands live in one module per section (``common``, ``broker``, ``topics``, ``ingest``, ``stream``,
-``sql``, ``lake``, ``rollup``, ``demo``, ``benchmarks``). :func:`main` imports only the section the command
-line names, so ``gigapulse sql 'SELECT 1'`` starts in a fraction of a second; ``--help`` and ``from
+``sql``, ``report``, ``models``, ``lake``, ``rollup``, ``demo``, ``benchmarks``). :func:`main` imports only
+the section the command line names, so ``gigapulse sql 'SELECT 1'`` starts in a fraction of a second; ``--help`` and ``from
 gigapulse.cli import app`` import them all, in the order ``--help`` lists them (``rollup`` is registered
 under ``lake`` by name, so it can move into another group). Heavy modules (Kafka clients, Faust, DuckDB,
 Dagster) are imported inside the commands.
@@ -45,6 +45,7 @@ _SECTIONS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "gigapulse.cli.stream": (("stream", None), ("score", None), ("health", None), ("warehouse", None)),
     "gigapulse.cli.sql": (("sql", None),),
     "gigapulse.cli.report": (("report", None),),
+    "gigapulse.cli.models": (("models", "models_app"),),
     "gigapulse.cli.lake": (("lake", "lake_app"),),
     "gigapulse.cli.demo": (("demo", None),),
     "gigapulse.cli.benchmarks": (("bench", "bench_app"),),
@@ -59,14 +60,14 @@ _LAZY = {
     "jobs_app": "orchestration.cli", "replay": "gigapulse.cli.ingest", "run_simulation": "gigapulse.cli.ingest",
     "simulate": "gigapulse.cli.ingest", "schemas_app": "gigapulse.cli.topics", "topics_app": "gigapulse.cli.topics",
     "sql": "gigapulse.cli.sql", "lake_app": "gigapulse.cli.lake", "rollup": "gigapulse.cli.rollup",
-    "report": "gigapulse.cli.report",
+    "report": "gigapulse.cli.report", "models_app": "gigapulse.cli.models",
 }
 _loaded: set[str] = set()
 
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
            "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
-           "jobs_app", "lake_app", "log", "main", "out", "replay", "report", "rollup", "run_simulation", "schemas_app",
-           "score", "simulate", "sql", "stream", "topics_app", "warehouse"]
+           "jobs_app", "lake_app", "log", "main", "models_app", "out", "replay", "report", "rollup", "run_simulation",
+           "schemas_app", "score", "simulate", "sql", "stream", "topics_app", "warehouse"]
 
 
 def _load(module: str) -> None:
