@@ -2,8 +2,8 @@
 
 A consumer of ``plant.events.v1`` (its own group, beside the stream workers). When a cell leaves
 electrolyte filling, it waits until the lake holds the cell's history up to that instant: the
-stream worker has checkpointed the leave event, and the readings of the gate's stations (the
-filling station, the dry room) have landed past it. Then it computes the cell's features with
+stream workers' checkpoints have passed the leave event and every reading that was in Kafka when
+the event was read (checkpoint files, no query). Then it computes the cell's features with
 :func:`transforms.batch.cell_features.cell_features`, the function that builds the training set,
 scores them with the champion of the model registry, lands the row in ``cell_risk`` and publishes
 it to ``features.cell_risk.v1``.
@@ -65,6 +65,8 @@ class GateCell:
     partition: int
     offset: int
     seen: float  # monotonic time it was read
+    #: End offsets of the readings partitions when the event was read: what must land first.
+    readings_end: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,18 +77,22 @@ class ScorerStats:
     batches: int = 0
     #: Seconds from the leave event's timestamp to its row landing, of the cells since the last log line.
     latencies: list[float] = field(default_factory=list)
+    #: (cells, seconds) of each batch's features and score since the last log line.
+    computes: list[tuple[int, float]] = field(default_factory=list)
 
 
 class Scorer:
     """One scorer process; several share the events partitions through their consumer group."""
 
     def __init__(self, bootstrap: str, lake_root: Path, db_path: Path, settings: ScoreSettings,
-                 events_topic: str = topics.EVENTS, out_topic: str = topics.FEATURES_CELL_RISK):
+                 events_topic: str = topics.EVENTS, out_topic: str = topics.FEATURES_CELL_RISK,
+                 readings_topic: str = topics.READINGS):
         self.bootstrap = bootstrap
         self.lake_root = Path(lake_root)
         self.db_path = Path(db_path)
         self.settings = settings
         self.events_topic = events_topic
+        self.readings_topic = readings_topic
         self.out_topic = out_topic
         self.source = scored_source(events_topic)
         self.writer = LakeWriter.for_table(self.lake_root, CELL_RISK)
@@ -97,9 +103,10 @@ class Scorer:
         self.model = None
         self._con = None
         self._con_key: tuple[int, int] | None = None
-        self._gate_stations: dict[tuple[str, str], list[str]] = {}
+        self._new: list[GateCell] = []  # gate cells of the current poll, waiting for the readings' end offsets
         self._consumer = None
         self._producer = None
+        self._readings_parts = None
 
     # ----------------------------------------------------------------- Kafka side
 
@@ -126,8 +133,23 @@ class Scorer:
         except ContractError:
             return  # the stream worker dead-letters it; the scorer has nothing to score
         if ev.kind == "leave" and ev.stage == "filling" and ev.unit_type == "cell":
-            self.pending[partition].append(GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition,
-                                                    offset, time.monotonic()))
+            cell = GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition, offset, time.monotonic())
+            self.pending[partition].append(cell)
+            self._new.append(cell)
+
+    def _stamp_new(self) -> None:
+        """Give the cells just read the readings' end offsets now: one request per poll, not per cell."""
+        if not self._new:
+            return
+        from kafka import TopicPartition
+
+        if self._readings_parts is None:
+            parts = self._consumer.partitions_for_topic(self.readings_topic) or set()
+            self._readings_parts = [TopicPartition(self.readings_topic, p) for p in sorted(parts)]
+        end = {tp.partition: o for tp, o in self._consumer.end_offsets(self._readings_parts).items()}
+        for cell in self._new:
+            cell.readings_end = end
+        self._new = []
 
     # ----------------------------------------------------------------- the lake side
 
@@ -142,41 +164,31 @@ class Scorer:
                 self._con.close()
             self._con = connect(self.db_path)
             self._con_key = key
-            rows = self._con.execute(
-                "SELECT DISTINCT site, line, station, stage FROM sensors WHERE NOT is_energy_meter").fetchall()
-            env: dict[str, set[str]] = {}
-            own: dict[str, set[str]] = {}
-            for site, _line, station, stage in rows:
-                own.setdefault(station, set()).add(station)
-                if stage == "dry_room":
-                    env.setdefault(site, set()).add(station)
-            self._env, self._own = env, own
         return self._con
-
-    def _stations(self, cell: GateCell) -> list[str]:
-        """Stations whose readings must have landed past the gate: the filling station, the dry room."""
-        return sorted(self._own.get(cell.station, set()) | self._env.get(cell.site, set()))
 
     def _ready(self, cells: list[GateCell], now: float) -> list[tuple[GateCell, bool]]:
         """The cells of ``cells`` (one partition's queue, in order) that can be scored now, with
-        whether their history is complete; stops at the first one that must still wait."""
-        if not cells:
-            return []
-        if not self.db_path.is_file():  # no catalog published yet: nothing can be read, so wait
+        whether their history is complete; stops at the first one that must still wait.
+
+        Complete means landed by the stream workers, read from their checkpoints (no query): the
+        leave event itself, and every reading that was in Kafka when the event was read. A gateway
+        sends a tick's frames before its events, so that covers the readings up to the gate; one that
+        buffered its readings (an outage) sends them later, and the cell is scored without them.
+        """
+        if not cells or not self.db_path.is_file():  # no catalog published yet: nothing can be read
             return []
         events_done = {p: ckpt.committed_next_offset(self.lake_root, self.events_topic, p)
                        for p in {c.partition for c in cells}}
-        con = self._connection()
-        stations = sorted({s for c in cells for s in self._stations(c)})
-        since = min(c.ts for c in cells)
-        landed = dict(con.execute(
-            "SELECT station, max(ts) FROM readings WHERE date >= CAST($since AS DATE) AND ts >= $since "
-            "AND list_contains($stations, station) GROUP BY station",
-            {"since": since, "stations": stations}).fetchall()) if stations else {}
+        readings_done: dict[int, int] = {}
         out = []
         for c in cells:
-            complete = events_done[c.partition] > c.offset and all(
-                landed.get(s) is not None and landed[s] >= c.ts for s in self._stations(c))
+            complete = events_done[c.partition] > c.offset
+            for p, end in c.readings_end.items():
+                if not complete:
+                    break
+                if p not in readings_done:
+                    readings_done[p] = ckpt.committed_next_offset(self.lake_root, self.readings_topic, p)
+                complete = readings_done[p] >= end
             if not complete and now - c.seen < self.settings.max_wait_s:
                 break
             out.append((c, complete))
@@ -233,27 +245,42 @@ class Scorer:
         self.done[partition] = last + 1
 
     def step(self) -> int:
-        """Score what is ready in every partition; returns the cells landed."""
+        """Score what is ready in every partition, in one warehouse query; returns the cells landed."""
         now = time.monotonic()
+        ready: dict[int, list[tuple[GateCell, bool]]] = {}
+        room = self.settings.max_batch
+        for p in sorted(self.pending):
+            queue = self.pending[p]
+            if queue and room:
+                got = self._ready(list(queue)[:room], now)
+                if got:
+                    ready[p] = got
+                    room -= len(got)
+        rows_of: dict[int, list[dict]] = {p: [] for p in ready}
+        if ready:
+            t0 = time.perf_counter()
+            scored = self._score([x for got in ready.values() for x in got])
+            self.stats.computes.append((len(scored), time.perf_counter() - t0))
+            for r in scored:
+                rows_of[r["src_partition"]].append(r)
         landed = 0
         for p in sorted(self.pending):
             queue = self.pending[p]
-            ready = self._ready(list(queue)[: self.settings.max_batch], now) if queue else []
-            if ready:
-                rows = self._score(ready)
-                for _ in ready:
+            if p in ready:
+                for _ in ready[p]:
                     queue.popleft()
-                last = (queue[0].offset - 1) if queue else self.read[p] - 1
-                self._commit(p, last, rows)
+                rows = rows_of[p]
+                self._commit(p, (queue[0].offset - 1) if queue else self.read[p] - 1, rows)
                 landed += len(rows)
-                self.stats.batches += 1
                 self.stats.scored += sum(r["score"] is not None for r in rows)
                 self.stats.unscored += sum(r["score"] is None for r in rows)
-                self.stats.incomplete += sum(not ok for _, ok in ready)
+                self.stats.incomplete += sum(not ok for _, ok in ready[p])
                 wall = datetime.now(UTC)
                 self.stats.latencies.extend((wall - r["gate_ts"]).total_seconds() for r in rows)
             elif not queue and self.read[p] > self.done[p]:
                 self._commit(p, self.read[p] - 1, [])  # no gate event in the range: only the offset moves
+        if ready:
+            self.stats.batches += 1
         return landed
 
     # ----------------------------------------------------------------- the loop
@@ -291,6 +318,7 @@ class Scorer:
                 for tp, records in batch.items():
                     for rec in records:
                         self._take(tp.partition, rec.offset, rec.value)
+                self._stamp_new()
                 now = time.monotonic()
                 if now - last_check >= self.settings.check_s:
                     self.step()
@@ -317,3 +345,8 @@ class Scorer:
                      "(last %d cells)", self.stats.scored, self.stats.unscored, self.stats.incomplete,
                      float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), len(lat))
             self.stats.latencies = []
+        if self.stats.computes:
+            cells, secs = zip(*self.stats.computes, strict=True)
+            log.info("scorer: %d batches, %.1f cells each; features and score p50 %.2f s, p99 %.2f s",
+                     len(secs), float(np.mean(cells)), float(np.percentile(secs, 50)), float(np.percentile(secs, 99)))
+            self.stats.computes = []

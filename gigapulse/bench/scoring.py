@@ -50,7 +50,7 @@ TARGET_P99_S = 2.0
 class ScoringOptions:
     minutes: float = 10.0
     plant: str = "reference"
-    poll_s: float = 0.05
+    poll_s: float = 0.1
     compact_every_s: float = 10.0
     grace_s: float = 40.0
     model_hours: float = 3.0

@@ -193,7 +193,7 @@ def bench_scoring(
     minutes: Annotated[float, typer.Option(min=6, max=240, help="Real-time minutes of the plant; cells reach the "
                                                                 "gate from about 4.5 minutes in.")] = 10.0,
     plant: Annotated[str, typer.Option(help="reference or legacy.")] = "reference",
-    poll: Annotated[float, typer.Option(min=0.01, max=1, help="Seconds between polls of cell_risk.")] = 0.05,
+    poll: Annotated[float, typer.Option(min=0.01, max=1, help="Seconds between polls of cell_risk.")] = 0.1,
     compact_every: Annotated[float, typer.Option(min=1, help="Seconds between maintenance steps beside the "
                                                              "worker (the catalog's publisher).")] = 10.0,
     model_hours: Annotated[float, typer.Option(min=0.5, help="Hours of the cached quality lake the champion "

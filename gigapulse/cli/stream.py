@@ -91,12 +91,14 @@ def score(
     = False,
     bootstrap: BootstrapOpt = None,
     events_topic: Annotated[str | None, typer.Option(hidden=True, help="Read events from this topic.")] = None,
+    readings_topic: Annotated[str | None, typer.Option(hidden=True, help="The stream workers read readings "
+                                                       "from this topic.")] = None,
     out_topic: Annotated[str | None, typer.Option(hidden=True, help="Publish scores to this topic.")] = None,
 ):
     """Run the live scorer: each cell leaving electrolyte filling, scored before formation.
 
-    Waits until the cell's history up to the gate has landed (its leave event, the readings of the
-    filling station and the dry room), computes its features with the same code as training
+    Waits until the cell's history up to the gate has landed (its leave event, and every reading that
+    was in Kafka when the event was read), computes its features with the same code as training
     (cell_features), scores them with the champion of the model registry (gigapulse models), and
     lands the row in the cell_risk table and on features.cell_risk.v1. A new champion is used from
     the next cell on, without a restart; without one, cells are landed with a null score. Start
@@ -106,7 +108,7 @@ def score(
     import signal
     import threading
 
-    from schemas.topics import EVENTS, FEATURES_CELL_RISK
+    from schemas.topics import EVENTS, FEATURES_CELL_RISK, READINGS
     from transforms.scorer import Scorer
     from transforms.settings import DataSettings, ScoreSettings
 
@@ -118,7 +120,7 @@ def score(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     scorer = Scorer(servers, data.lake_root, data.db_path, settings, events_topic=events_topic or EVENTS,
-                    out_topic=out_topic or FEATURES_CELL_RISK)
+                    out_topic=out_topic or FEATURES_CELL_RISK, readings_topic=readings_topic or READINGS)
     st = scorer.run(stop, drain=drain)
     out.print(f"scorer done: {st.scored:,} cells scored, {st.unscored:,} without a champion, "
               f"{st.incomplete:,} incomplete, in {st.batches:,} batches")
