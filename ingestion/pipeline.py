@@ -251,9 +251,14 @@ def _iso_ms(ms: int) -> str:
 
 
 def paced(ticks: Iterator, start: datetime, speed: float | None,
-          sleep: Callable[[float], None] = time.sleep) -> Iterator:
-    """Yield ticks no faster than ``speed`` × real time (``None``: as fast as possible)."""
-    t0 = time.monotonic()
+          sleep: Callable[[float], None] = time.sleep, behind_s: float = 0.0) -> Iterator:
+    """Yield ticks no faster than ``speed`` × real time (``None``: as fast as possible).
+
+    ``behind_s``: how long ago, in real time, the simulated ``start`` was. A twin started ``now``
+    spends a moment connecting before its first tick; counting it keeps each tick going out when
+    the wall clock reaches its end, so an event stamped now arrives now, not a second later.
+    """
+    t0 = time.monotonic() - behind_s
     for tick in ticks:
         if speed is not None:
             ahead = (tick.sim_time - start) / timedelta(seconds=1) / speed - (time.monotonic() - t0)

@@ -358,6 +358,8 @@ CELL_RISK = TableSpec(
         _col("n_features", pa.int64(), "Number of entries in features.", nullable=False),
         _col("features", pa.map_(pa.string(), pa.float64()), "The feature vector scored, as cell_features names "
              "it.", nullable=False),
+        _col("arrived_at", TS, "Kafka timestamp of the leave event: when the platform received it, UTC (the "
+             "live score's latency runs from here)."),
         _col("scored_at", TS, "Wall-clock time the score was computed, UTC.", nullable=False),
         _col("src_partition", pa.int32(), "Partition of plant.events.v1 holding the leave event.", nullable=False),
         _col("src_offset", pa.int64(), "Offset of the leave event in src_partition.", nullable=False),

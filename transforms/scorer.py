@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Published fields of a ``cell_risk`` row (the feature vector stays in the table).
 _MESSAGE_FIELDS = ("cell_id", "site", "line", "gate_ts", "score", "model_version", "drivers", "complete",
-                   "n_features", "scored_at", "src_partition", "src_offset")
+                   "n_features", "arrived_at", "scored_at", "src_partition", "src_offset")
 
 
 def scored_source(events_topic: str) -> str:
@@ -65,6 +65,7 @@ class GateCell:
     partition: int
     offset: int
     seen: float  # monotonic time it was read
+    arrived_at: datetime | None = None  # the event's Kafka timestamp
     #: End offsets of the readings partitions when the event was read: what must land first.
     readings_end: dict[int, int] = field(default_factory=dict)
 
@@ -124,7 +125,7 @@ class Scorer:
             for d in (self.pending, self.done, self.read):
                 d.pop(tp.partition, None)
 
-    def _take(self, partition: int, offset: int, value: bytes | None) -> None:
+    def _take(self, partition: int, offset: int, value: bytes | None, kafka_ms: int | None = None) -> None:
         if partition not in self.read:
             return
         self.read[partition] = offset + 1
@@ -133,7 +134,8 @@ class Scorer:
         except ContractError:
             return  # the stream worker dead-letters it; the scorer has nothing to score
         if ev.kind == "leave" and ev.stage == "filling" and ev.unit_type == "cell":
-            cell = GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition, offset, time.monotonic())
+            cell = GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition, offset, time.monotonic(),
+                            None if kafka_ms is None else datetime.fromtimestamp(kafka_ms / 1000, UTC))
             self.pending[partition].append(cell)
             self._new.append(cell)
 
@@ -227,7 +229,8 @@ class Scorer:
                   "upstream_ids": [], "n_features": 0, "features": []} for c in missing], schema=feats.schema)])
         return risk_rows(feats, self._champion(), datetime.now(UTC),
                          complete={c.cell_id: ok for c, ok in ready},
-                         positions={c.cell_id: (c.partition, c.offset) for c in cells})
+                         positions={c.cell_id: (c.partition, c.offset) for c in cells},
+                         arrived={c.cell_id: c.arrived_at for c in cells})
 
     def _commit(self, partition: int, last: int, rows: list[dict]) -> None:
         """Land ``rows`` as records done..last of ``partition``, publish them, then move the checkpoint."""
@@ -317,7 +320,7 @@ class Scorer:
                 batch = self._consumer.poll(timeout_ms=self.settings.poll_ms, max_records=5000)
                 for tp, records in batch.items():
                     for rec in records:
-                        self._take(tp.partition, rec.offset, rec.value)
+                        self._take(tp.partition, rec.offset, rec.value, rec.timestamp)
                 self._stamp_new()
                 now = time.monotonic()
                 if now - last_check >= self.settings.check_s:

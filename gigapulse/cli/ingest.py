@@ -78,7 +78,7 @@ def simulate(
     if truth_out is not None:
         _check_writable(truth_out, "--truth-out")
     summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap),
-                             truth_out=truth_out)
+                             truth_out=truth_out, wall_clock=start in (None, "now"))
     _print_summary(summary.to_dict())
     if truth_out:
         out.print(f"ground truth of {summary.truth_cells:,} cells at the gate written to {truth_out}")
@@ -101,11 +101,12 @@ def _check_writable(path: Path, option: str) -> None:
 
 
 def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: int, start, fmt: str,
-                   fault_rate: float, bootstrap: str, truth_out: Path | None = None):
+                   fault_rate: float, bootstrap: str, truth_out: Path | None = None, wall_clock: bool = False):
     """Simulate → validate → produce, with a progress bar; returns the IngestSummary.
 
     With ``truth_out``, the simulator also records each cell's truth at the gate, written there as
-    Parquet once the run ends (:mod:`ingestion.simulator.truth`).
+    Parquet once the run ends (:mod:`ingestion.simulator.truth`). ``wall_clock``: ``start`` is now,
+    so paced ticks go out when the wall clock reaches their simulated time.
     """
     from ingestion.pipeline import IngestRun, IngestSummary, paced
     from ingestion.producer import PlantProducer
@@ -127,7 +128,8 @@ def run_simulation(plant_name: str, seconds: float, speed: float | None, seed: i
         summary.assets = run.publish_assets()
         with _progress() as bar:
             task = bar.add_task(f"simulating {plant.name}", total=int(seconds), info="")
-            for tick in paced(sim.run(seconds), start, speed):
+            behind = max(0.0, time.time() - start.timestamp()) if wall_clock else 0.0
+            for tick in paced(sim.run(seconds), start, speed, behind_s=behind):
                 run.emit_frames(tick.frames, tick.sim_time)
                 run.emit_events(tick.events, tick.sim_time)
                 run.maybe_inject_fault(tick.sim_time)

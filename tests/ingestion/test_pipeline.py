@@ -335,3 +335,11 @@ def test_paced_uses_the_real_sleep_by_default():
     t0 = time.monotonic()
     assert list(paced(iter(ticks), NOW, 1.0)) == ticks
     assert time.monotonic() - t0 >= 0.029
+
+
+def test_paced_counts_the_time_already_behind_a_start_of_now(clock):
+    """A twin started 'now' that took 0.7 s to connect sends its first tick 0.3 s later, not 1 s."""
+    ticks = _ticks(3)
+    list(paced(iter(ticks), NOW, 1.0, sleep=clock.sleep, behind_s=0.7))
+    assert clock.sleeps == pytest.approx([0.3, 1.0, 1.0])
+

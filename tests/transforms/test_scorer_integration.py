@@ -116,6 +116,12 @@ def test_every_cell_at_the_gate_is_scored_once_with_the_champion(scored):
     assert all(r["complete"] for r in rows)
     assert {r["cell_id"]: r["gate_ts"] for r in rows} == gate
     assert f"{len(gate):,} cells scored" in res.stdout
+    con = connect(data / "gigapulse.duckdb")
+    try:  # when the platform received each leave event, the start of the live score's latency
+        assert con.execute("SELECT count(*) FROM cell_risk WHERE arrived_at IS NULL OR arrived_at < gate_ts "
+                           "OR scored_at < arrived_at").fetchall() == [(0,)]
+    finally:
+        con.close()
 
 
 def test_live_and_batch_feature_vectors_and_scores_are_identical(scored):

@@ -52,12 +52,12 @@ def local_drivers(model: Any, X: np.ndarray, top: int = TOP_DRIVERS) -> tuple[np
 
 
 def risk_rows(features: pa.Table, model: Any | None, scored_at: datetime, complete: dict[str, bool],
-              positions: dict[str, tuple[int, int]]) -> list[dict]:
+              positions: dict[str, tuple[int, int]], arrived: dict[str, datetime] | None = None) -> list[dict]:
     """``cell_risk`` rows for the ``cell_features`` rows in ``features`` (one per cell).
 
     ``model`` is the champion (None: rows are landed unscored, so a missing champion shows as null
     scores rather than as cells that never passed); ``complete`` and ``positions`` (partition,
-    offset of the leave event) are per cell id.
+    offset of the leave event) and ``arrived`` (its Kafka timestamp) are per cell id.
     """
     rows = features.select(["cell_id", "site", "line", "gate_ts", "n_features", "features"]).to_pylist()
     if model is not None and rows:
@@ -65,6 +65,7 @@ def risk_rows(features: pa.Table, model: Any | None, scored_at: datetime, comple
         scores, drivers = local_drivers(model, X)
     else:
         scores, drivers = [None] * len(rows), [[] for _ in rows]
+    arrived = arrived or {}
     out = []
     for r, s, d in zip(rows, scores, drivers, strict=True):
         part, offset = positions[r["cell_id"]]
@@ -72,5 +73,6 @@ def risk_rows(features: pa.Table, model: Any | None, scored_at: datetime, comple
                     "score": None if s is None else float(s),
                     "model_version": None if model is None else model.version, "drivers": d,
                     "complete": complete[r["cell_id"]], "n_features": r["n_features"], "features": r["features"],
-                    "scored_at": scored_at, "src_partition": part, "src_offset": offset})
+                    "arrived_at": arrived.get(r["cell_id"]), "scored_at": scored_at, "src_partition": part,
+                    "src_offset": offset})
     return out
