@@ -1,9 +1,21 @@
 """Train and evaluate the gate models: a classifier for "scrapped or graded C", a capacity regressor.
 
-scikit-learn's histogram gradient boosting: it takes NaN as "no sample" without imputation (a
-sensor gap is information, not a zero), trains on a hundred thousand cells in seconds on two cores,
-and is one pure-Python-wheel dependency where LightGBM would add a native library for the same
-family of model. Everything is seeded: the same data gives the same model and the same report.
+Two candidate classifiers, both scikit-learn, chosen per training run on the latest fifth of the
+training period (a split in time, never the test cells):
+
+* **Histogram gradient boosting on every feature.** It takes NaN as "no sample" without imputation
+  (a sensor gap is information, not a zero), finds interactions and thresholds by itself, and
+  trains on a hundred thousand cells in seconds on two cores. LightGBM is the same family of model
+  and would add a native library.
+* **An L2 logistic regression on the out-of-spec shares only** (no sample counts as none out of
+  spec). Scrap is rare (about 6% of cells) and mostly noise; what is predictable in it adds up, out-
+  of-spec time at one station plus out-of-spec time at another. A model of that shape learns it
+  from far fewer bad cells than trees do: on 3 simulated hours of the reference plant it reached
+  0.71 ROC AUC where boosting reached 0.60, against a ceiling of 0.72. Its coefficients read as
+  "risk per unit of out-of-spec share", which is how a process engineer reasons.
+
+The capacity regressor is gradient boosting (capacity moves with measured attributes, not only with
+violations). Everything is seeded: the same data gives the same model and the same report.
 
 The evaluation always carries its baselines, computed on the same test cells: the base rate (a
 constant score), and the same model trained on the features of the filling station alone (what a
@@ -15,11 +27,16 @@ cell's true probability.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, mean_absolute_error, roc_auc_score
+from sklearn.pipeline import Pipeline
 
 from transforms.predictive.dataset import Dataset
 
@@ -27,6 +44,46 @@ SEED = 42
 #: The filling station's features (its own sensors, the dry room during filling, its measures).
 FILLING_ONLY = ("fill.",)
 FLAG_SHARES = (0.05, 0.10)
+
+
+#: Inverse L2 strength of the logistic candidate: shares lie in 0-1, so weak regularisation.
+LOGISTIC_C = 10.0
+#: Latest share of the training cells the candidates are compared on.
+SELECTION_SHARE = 0.2
+
+
+def oos_columns(names: list[str]) -> list[int]:
+    """Columns of the out-of-spec shares (``<station>.<parameter>.oos_share``, dry-room ones included)."""
+    return [i for i, n in enumerate(names) if n.endswith(".oos_share")]
+
+
+def oos_logistic(names: list[str]) -> Pipeline:
+    """The logistic candidate over the full feature matrix: it selects the out-of-spec shares itself,
+    so it scores the same ``X`` as the boosted trees (and a registered model needs no other input)."""
+    select = ColumnTransformer([("oos", SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True),
+                                 oos_columns(names))], remainder="drop")
+    return Pipeline([("select", select), ("logit", LogisticRegression(C=LOGISTIC_C, max_iter=5000))])
+
+
+def fit_classifier(train: Dataset) -> tuple[Any, dict[str, Any]]:
+    """Fit both candidates on the earlier training cells, keep the one with the better ROC AUC on the
+    latest ``SELECTION_SHARE`` of them, and refit it on all of ``train``; returns it and the choice."""
+    candidates = {"hist_gradient_boosting": lambda: classifier(),
+                  "oos_logistic": lambda: oos_logistic(train.names)}
+    if not oos_columns(train.names):
+        candidates.pop("oos_logistic")
+    at = int(len(train) * (1 - SELECTION_SHARE))
+    fit_part, check_part = train.subset(np.arange(len(train)) < at), train.subset(np.arange(len(train)) >= at)
+    scores: dict[str, float | None] = {}
+    for name, make in candidates.items():
+        if fit_part.bad.any() and not fit_part.bad.all() and check_part.bad.any() and not check_part.bad.all():
+            model = make().fit(fit_part.X, fit_part.bad)
+            scores[name] = float(roc_auc_score(check_part.bad, model.predict_proba(check_part.X)[:, 1]))
+        else:
+            scores[name] = None
+    chosen = max(candidates, key=lambda n: -1.0 if scores[n] is None else scores[n])
+    return candidates[chosen]().fit(train.X, train.bad), {"chosen": chosen, "selection_auc": scores,
+                                                          "selection_cells": len(check_part)}
 
 
 def classifier() -> HistGradientBoostingClassifier:
@@ -95,6 +152,8 @@ class GateEvaluation:
     bayes_auc: float | None = None
     #: Share of the way from 0.5 to the best achievable AUC the model got.
     share_of_ceiling: float | None = None
+    #: Which candidate classifier was kept, and the selection AUCs of both (:func:`fit_classifier`).
+    model_choice: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,18 +186,17 @@ def evaluate_gate_models(train: Dataset, test: Dataset, split_at: str, truth: di
     """
     if not train.bad.any() or train.bad.all():
         raise ValueError("the training cells need both bad and good cells")
-    clf = classifier().fit(train.X, train.bad)
+    clf, choice = fit_classifier(train)
     score = clf.predict_proba(test.X)[:, 1]
     report = evaluate_scores(score, test.bad)
     base = evaluate_scores(np.full(len(test), train.bad.mean()), test.bad)
     fill_train, fill_test = train.columns(FILLING_ONLY), test.columns(FILLING_ONLY)
     filling = None
-    if fill_train.X.shape[1]:
-        filling = evaluate_scores(classifier().fit(fill_train.X, fill_train.bad).predict_proba(fill_test.X)[:, 1],
-                                  test.bad)
+    if fill_train.X.shape[1]:  # the same choice of model, on the filling station's features alone
+        filling = evaluate_scores(fit_classifier(fill_train)[0].predict_proba(fill_test.X)[:, 1], test.bad)
     ev = GateEvaluation(train_cells=len(train), test_cells=len(test), split_at=split_at, features=len(train.names),
                         model=report, base_rate=base, filling_only=filling,
-                        drivers=_drivers(clf, test.X, test.bad, test.names, "roc_auc", top))
+                        drivers=_drivers(clf, test.X, test.bad, test.names, "roc_auc", top), model_choice=choice)
     reg = None
     has_cap_train, has_cap_test = ~np.isnan(train.capacity), ~np.isnan(test.capacity)
     if has_cap_train.sum() >= 50 and has_cap_test.any():
