@@ -70,7 +70,7 @@ def train_champion(opts: ScoringOptions, lake: Path) -> dict[str, Any]:
     from transforms.batch.store import BATCH_DIR
     from transforms.predictive import registry
     from transforms.predictive.dataset import build_dataset, read_labels
-    from transforms.predictive.model import SEED, classifier
+    from transforms.predictive.model import SEED, fit_classifier
     from transforms.warehouse.reader import connect
 
     root, _ = cached_quality_lake(QualityOptions(hours=opts.model_hours, plants=(opts.plant,), cache=opts.cache),
@@ -84,7 +84,7 @@ def train_champion(opts: ScoringOptions, lake: Path) -> dict[str, Any]:
         con.close()
     data = build_dataset(features, labels)
     t0 = time.perf_counter()
-    clf = classifier().fit(data.X, data.bad)
+    clf, choice = fit_classifier(data)
     rng = np.random.default_rng(SEED)
     sample = rng.choice(len(data), size=min(3000, len(data)), replace=False)
     imp = permutation_importance(clf, data.X[sample], data.bad[sample], scoring="roc_auc", n_repeats=1,
@@ -98,7 +98,8 @@ def train_champion(opts: ScoringOptions, lake: Path) -> dict[str, Any]:
                                top_features=top, schema_hash=registry.schema_hash(data.names))
     registry.save_model(lake, model, {"bench": "scoring", "cells": len(data)})
     registry.set_champion(lake, version, by="bench:scoring", reason="the bench's champion")
-    return {"version": version, "cells": len(data), "features": len(data.names), "train_s": time.perf_counter() - t0}
+    return {"version": version, "cells": len(data), "features": len(data.names), "model": choice["chosen"],
+            "train_s": time.perf_counter() - t0}
 
 
 @dataclass
