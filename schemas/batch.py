@@ -453,3 +453,64 @@ BATCH_EXAMPLES[MODELS.name] = """SELECT date, version, train_cells, test_cells, 
        round(filling_only_auc, 3) AS filling_only_auc, promotable, promotion_note, promoted_at
 FROM models
 ORDER BY created_at DESC LIMIT 10;"""
+
+#: Filled by the quality_gate_value asset (transforms/predictive/value.py); docs/predictive-quality.md,
+#: "What it is worth", explains the threshold, the energy per cell and what a false pull costs.
+QUALITY_GATE_VALUE = batch_spec(
+    "quality_gate_value", "one site x line x the UTC day its cells left filling (the quality gate)",
+    "What the gate before formation is worth: the champion gate model scores the day's gated cells, those at "
+    "or above the threshold are the cells it would have pulled, and their verdicts say which pulls were right. "
+    "Per line: cells pulled, true and false pulls, the share of later bad cells caught, the formation and aging "
+    "energy the true pulls would not have spent, and the critical material involved. A false pull loses a good "
+    "cell: its count, material and unspent energy are reported apart, never netted against the saving. Verdicts "
+    "are those landed when the asset ran (events of the gate day and the two days after, as training reads them); "
+    "a rerun later counts the ones that came since.",
+    fields=[
+        date_col("the UTC day the cells left filling"),
+        col("site", _STR, "Site.", nullable=False),
+        col("line", _STR, "Cell line.", nullable=False),
+        col("model_version", _STR, "The champion that scored the cells (gate-<YYYYMMDD>-<hash>), at the run.",
+            nullable=False),
+        col("threshold", _F64, "Score (probability 0-1 of scrapped or graded C) at and above which a cell is "
+            "pulled; null on a day without cells."),
+        col("flag_share", _F64, "Share of cells the threshold is set to flag (GIGAPULSE_GATE_FLAG_SHARE), ratio 0-1."),
+        col("threshold_source", _STR, "champion_test_cells (flag curve of the champion's training record) or "
+            "day_scores (the record has none: that share of the day's cells)."),
+        col("threshold_rule", _STR, "How the threshold was chosen, in words."),
+        col("cells_gated", _I64, "Cells that left filling that day on the line (cell_features rows), count."),
+        col("cells_with_verdict", _I64, "Of those, cells graded or scrapped by the time of the run, count."),
+        col("cells_bad", _I64, "Of those, cells scrapped after the gate or graded C, count."),
+        col("cells_flagged", _I64, "Cells at or above the threshold: pulled before formation, count."),
+        col("true_pulls", _I64, "Flagged cells that were later scrapped or graded C, count."),
+        col("false_pulls", _I64, "Flagged cells that were later graded A or B: good cells the gate would lose, count."),
+        col("flagged_without_verdict", _I64, "Flagged cells with no verdict yet, judged neither way, count."),
+        col("bad_caught_share", _F64, "true_pulls / cells_bad: share of later scrap the gate catches (recall), "
+            "ratio 0-1; null without bad cells."),
+        col("precision", _F64, "true_pulls / (true_pulls + false_pulls), ratio 0-1; null without a judged pull."),
+        col("formation_kwh_per_cell", _F64, "kWh the line's formation stations drew that day (energy_features) / "
+            "cells that entered them that day, kWh per cell; null without meter data or cells."),
+        col("aging_kwh_per_cell", _F64, "The same for the aging and end-of-line stations, kWh per cell."),
+        col("kwh_saved", _F64, "Energy the true pulls would have spent after the gate: formation for a cell "
+            "scrapped at formation, formation and aging for one scrapped at end of line or graded C, kWh; "
+            "unmetered stages add nothing; null when neither stage is metered."),
+        col("false_pull_kwh", _F64, "Formation and aging energy the false pulls would not have spent, kWh: not a "
+            "saving (a good cell is lost), reported apart from kwh_saved."),
+        col("kg_per_cell", _F64, "Critical raw material in one cell of the site (bill of materials of its "
+            "chemistry, every element), kg; null without a bill of materials for the site."),
+        col("kg_in_true_pulls", _F64, "true_pulls x kg_per_cell: material of the bad cells caught, kg, lost "
+            "either way."),
+        col("kg_saved", _F64, "Critical material the pulls saved, kg: 0, because a bad cell's material is lost "
+            "whether it is pulled at the gate or scrapped after formation (both are recycled as filled cells); "
+            "null without a bill of materials."),
+        col("kg_false_pulls", _F64, "false_pulls x kg_per_cell: material of the good cells pulled, kg, a loss."),
+    ],
+    sort_key=("site", "line"),
+)
+
+BATCH_TABLES[QUALITY_GATE_VALUE.name] = QUALITY_GATE_VALUE
+BATCH_EXAMPLES[QUALITY_GATE_VALUE.name] = """SELECT date, site, line, cells_gated, cells_flagged, true_pulls, false_pulls,
+       round(bad_caught_share, 3) AS bad_caught_share, round(kwh_saved, 2) AS kwh_saved,
+       round(false_pull_kwh, 2) AS false_pull_kwh, round(kg_false_pulls, 3) AS kg_false_pulls, threshold_source
+FROM quality_gate_value
+WHERE date = (SELECT max(date) FROM quality_gate_value)
+ORDER BY site, line;"""

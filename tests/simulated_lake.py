@@ -63,8 +63,8 @@ def build_simulated_lake(data_dir: Path, seconds: float = SECONDS, seed: int = 7
 
 
 def _land_batch_tables(lake: Path, db: Path) -> None:
-    """What the daily batch assets land (material loss, KPIs, audits, readiness, cell features), for every
-    day of events."""
+    """What the daily batch assets land (material loss, KPIs, audits, readiness, cell features, the models
+    table, the gate's value), for every day of events."""
     from schemas.batch import (
         CELL_FEATURES,
         MATERIAL_LOSS,
@@ -82,6 +82,7 @@ def _land_batch_tables(lake: Path, db: Path) -> None:
     from transforms.batch.readiness import assess_day, readiness_table
     from transforms.batch.retrofit import retrofit_tables
     from transforms.batch.store import write_day
+    from transforms.predictive.value import critical_kg_per_cell
     from transforms.settings import MaterialSettings
     from transforms.warehouse.reader import connect
 
@@ -99,28 +100,35 @@ def _land_batch_tables(lake: Path, db: Path) -> None:
                 write_day(lake, spec, day, table)
             features = cell_features(con, *day_window(day))
             write_day(lake, CELL_FEATURES, day, features)
-            _land_cell_risk(lake, features, first_offset=days.index(day) * 1_000_000)
+            if _land_cell_risk(lake, day, features, first_offset=days.index(day) * 1_000_000):
+                _land_gate_value(con, lake, day, features, critical_kg_per_cell(ref))
     finally:
         con.close()
 
 
-def _land_cell_risk(lake: Path, features, first_offset: int) -> None:
+def _land_cell_risk(lake: Path, day, features, first_offset: int) -> bool:
     """What ``gigapulse score`` lands for these cells, with a small model trained on them as champion
-    (its label, a dew point above the median, only has to give both classes)."""
+    (its label, a dew point above the median, only has to give both classes). The first day's model is
+    saved in the lake's registry as the champion, with its ``models`` row and a training record made by
+    the training code's own functions on those cells (curves, reliability, drivers). False when the day
+    has too few cells."""
     import warnings
 
     import numpy as np
     import pyarrow as pa
+    import sklearn
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from schemas.tables import CELL_RISK, SCORED_EVENTS
     from transforms.lake import LakeWriter
     from transforms.predictive import registry
     from transforms.predictive.dataset import feature_matrix
+    from transforms.predictive.model import evaluate_scores, permutation_drivers, score_curves
     from transforms.predictive.scoring import risk_rows
+    from transforms.predictive.training import land_model_row
 
     if features.num_rows < 10:
-        return
+        return False
     X, names = feature_matrix(features.column("features").to_pylist())
     j = next(i for i, n in enumerate(names) if n.endswith("dew_point.mean"))
     y = np.nan_to_num(X[:, j]) > np.nanmedian(X[:, j])
@@ -130,11 +138,42 @@ def _land_cell_risk(lake: Path, features, first_offset: int) -> None:
         medians = np.nanmedian(X, axis=0)
     model = registry.GateModel(version="gate-20260101-5a1b2c", classifier=clf, regressor=None, names=names,
                                medians=medians, top_features=[names[j]], schema_hash=registry.schema_hash(names))
+    if registry.champion(lake) is None:
+        score = model.score(X)
+        report = evaluate_scores(score, y)
+        now, note = datetime.now(UTC), "the simulated lake's model"
+        row = {"date": day, "version": model.version, "train_from": day, "train_until": day,
+               "train_cells": len(y), "test_cells": len(y), "test_bad": int(y.sum()), "roc_auc": report.roc_auc,
+               "pr_auc": report.pr_auc, "brier": report.brier, "base_rate": float(y.mean()),
+               "features": len(names), "schema_hash": model.schema_hash, "top_features": model.top_features,
+               "path": str(registry.model_path(lake, model.version)), "sklearn_version": sklearn.__version__,
+               "created_at": now, "promotable": True, "promotion_note": note, "promoted_at": now,
+               "promoted_by": "tests"}
+        record = {**row, "test_curves": score_curves(score, y), "reliability": report.reliability,
+                  "drivers": permutation_drivers(clf, X, y, names, "roc_auc", 5)}
+        registry.save_model(lake, model, record)
+        registry.set_champion(lake, model.version, by="tests", reason=note)
+        land_model_row(lake, row)
     cells = features.column("cell_id").to_pylist()
     rows = risk_rows(features, model, datetime.now(UTC), {c: True for c in cells},
                      {c: (0, first_offset + i) for i, c in enumerate(cells)})
     LakeWriter.for_table(lake, CELL_RISK).write(SCORED_EVENTS, 0, first_offset, first_offset + len(rows) - 1,
                                                 pa.Table.from_pylist(rows, schema=CELL_RISK.file_schema))
+    return True
+
+
+def _land_gate_value(con, lake: Path, day, features, kg_per_cell: dict) -> None:
+    """What ``quality_gate_value`` lands for the day, with the lake's champion at the default flag share."""
+    from schemas.batch import QUALITY_GATE_VALUE
+    from transforms.batch.store import write_day
+    from transforms.predictive import registry
+    from transforms.predictive.value import quality_gate_value_day
+    from transforms.settings import GateSettings
+
+    version = registry.champion(lake)
+    model, record = registry.load_model(lake, version), registry.load_record(lake, version)
+    result = quality_gate_value_day(con, day, model, record, GateSettings().flag_share, kg_per_cell, features)
+    write_day(lake, QUALITY_GATE_VALUE, day, result.rows)
 
 
 def _simulate_into(lake: Path, settings: StreamSettings, plant, partition: int, seconds: float, seed: int,

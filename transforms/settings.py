@@ -305,3 +305,19 @@ class ScoreSettings(BaseSettings):
                            "the few-cells plan of cell_features).")
     publish: bool = Field(True, description="Also publish each score to features.cell_risk.v1.")
     log_every_s: float = Field(30.0, gt=0, description="Seconds between progress lines (with --loglevel info).")
+
+# --------------------------------------------------------------------------- predictive quality (issue #12)
+
+
+class GateSettings(BaseSettings):
+    """How the quality gate's value is judged (``quality_gate_value``). Environment: ``GIGAPULSE_GATE_*``.
+
+    ``flag_share`` sets the threshold: the champion's score above which that share of its own test
+    cells is flagged (its training record), so the gate pulls about that share of the cells it sees.
+    5% is a share of the line a plant can hold back for a look without starving formation.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_GATE_", frozen=True)
+
+    flag_share: float = Field(0.05, ge=0.005, le=0.5, description="Share of the champion's test cells flagged "
+                              "at the threshold the value is judged at, 0.005-0.5 (the record's flag curve).")

@@ -24,7 +24,8 @@ def report(
     """Write a self-contained HTML report per plant (figures embedded, PNGs beside it).
 
     Readiness against the other plants, sensor density, scrap by reason and stage, material loss,
-    energy per good cell with the metered share of the plant, and data quality: each section says
+    energy per good cell with the metered share of the plant, the gate model and what its gate is
+    worth, and data quality: each section says
     which warehouse table it reads, or which job fills that table when it is still empty.
     """
     from transforms.batch.report import build_report
@@ -40,7 +41,8 @@ def report(
     try:
         with console.status("report...") as status:
             try:
-                paths = build_report(con, target, plant, progress=lambda msg: status.update(f"report: {msg}"))
+                paths = build_report(con, target, plant, progress=lambda msg: status.update(f"report: {msg}"),
+                                     lake_root=data.lake_root)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
     finally:

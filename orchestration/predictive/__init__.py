@@ -1,5 +1,6 @@
-"""Predictive-quality domain: each day's ``cell_features`` (:mod:`.features`), and the gate models trained on
-them, their promotion check and the champion alias (:mod:`.models`)."""
+"""Predictive-quality domain: each day's ``cell_features`` (:mod:`.features`), the gate models trained on
+them, their promotion check and the champion alias (:mod:`.models`), and what the champion's gate is worth
+(:mod:`.value`)."""
 
 import dagster as dg
 
@@ -12,9 +13,16 @@ from orchestration.predictive.models import (
     gate_model_job,
     promotable,
 )
+from orchestration.predictive.value import (
+    quality_gate_value,
+    quality_gate_value_daily,
+    quality_gate_value_job,
+)
 
-defs = dg.Definitions(assets=[cell_features, gate_model, gate_champion], asset_checks=[promotable],
-                      jobs=[cell_features_job, gate_model_job], schedules=[cell_features_daily, gate_model_daily])
+defs = dg.Definitions(assets=[cell_features, gate_model, gate_champion, quality_gate_value], asset_checks=[promotable],
+                      jobs=[cell_features_job, gate_model_job, quality_gate_value_job],
+                      schedules=[cell_features_daily, gate_model_daily, quality_gate_value_daily])
 
 __all__ = ["PROMOTABLE", "cell_features", "cell_features_daily", "cell_features_job", "defs", "gate_champion",
-           "gate_model", "gate_model_daily", "gate_model_job", "promotable"]
+           "gate_model", "gate_model_daily", "gate_model_job", "promotable", "quality_gate_value",
+           "quality_gate_value_daily", "quality_gate_value_job"]

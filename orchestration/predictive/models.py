@@ -60,7 +60,7 @@ def gate_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
     except TooFewCells as exc:
         raise dg.Failure(description=f"no gate model for {day} (cell_features {first} to {last}, "
                                      f"{TRAINING_DAYS} days): {exc}") from None
-    path = save_model(paths.lake_root, trained.model, trained.row)
+    path = save_model(paths.lake_root, trained.model, trained.record)
     land_model_row(paths.lake_root, trained.row)
     ev, row = trained.evaluation, trained.row
     context.log.info(f"{row['version']}: test AUC {row['roc_auc']:.3f} on {row['test_cells']} cells")

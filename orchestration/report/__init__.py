@@ -10,13 +10,15 @@ import dagster as dg
 from orchestration.resources import WarehouseResource
 
 #: The daily assets the report reads (their keys: the report depends on every partition of each).
-REPORT_INPUTS = ("readiness_scores", "retrofit_plan", "sensor_density_audit", "material_loss", "plant_kpis")
+REPORT_INPUTS = ("readiness_scores", "retrofit_plan", "sensor_density_audit", "material_loss", "plant_kpis",
+                 "quality_gate_value")
 
 
 @dg.asset(group_name="report", kinds={"html"}, deps=[dg.AssetKey(k) for k in REPORT_INPUTS])
 def plant_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """A self-contained HTML page per plant with PNG figures: readiness radar, sensor density, retrofit
-    plan, scrap Pareto, material loss, energy per good cell with the metered share, data quality.
+    plan, scrap Pareto, material loss, energy per good cell with the metered share, the champion gate model's
+    ROC, reliability and drivers with the daily value of its gate, data quality.
 
     Only reads the warehouse, so it needs no pool: it runs beside compaction and the stream.
     """
@@ -26,7 +28,7 @@ def plant_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     paths = warehouse.paths()
     con = connect(paths.db_path)
     try:
-        pages = build_report(con, paths.report_dir, progress=context.log.info)
+        pages = build_report(con, paths.report_dir, progress=context.log.info, lake_root=paths.lake_root)
     finally:
         con.close()
     return dg.MaterializeResult(metadata={

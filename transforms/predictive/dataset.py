@@ -83,6 +83,11 @@ def feature_matrix(features: list[list[tuple[str, float | None]] | dict], names:
     return X, names
 
 
+def is_bad(verdict: dict) -> bool:
+    """The classifier's target for one :func:`read_labels` row: scrapped after the gate, or graded C."""
+    return verdict["scrap_stage"] is not None or verdict["grade"] == "C"
+
+
 def build_dataset(features: pa.Table, labels: pa.Table) -> Dataset:
     """Join ``cell_features`` rows with their verdicts; cells without a verdict are dropped."""
     verdict = {r["cell_id"]: r for r in labels.to_pylist() if r["verdict_ts"] is not None}
@@ -94,7 +99,7 @@ def build_dataset(features: pa.Table, labels: pa.Table) -> Dataset:
         cell_ids=[r["cell_id"] for r in rows], lines=[r["line"] for r in rows],
         gate_ts=np.array([r["gate_ts"].replace(tzinfo=None) for r in rows], dtype="datetime64[us]"),
         X=X, names=names,
-        bad=np.array([x["scrap_stage"] is not None or x["grade"] == "C" for x in v], dtype=bool),
+        bad=np.array([is_bad(x) for x in v], dtype=bool),
         capacity=np.array([np.nan if x["eol_capacity"] is None else x["eol_capacity"] for x in v], dtype=float),
         reasons=[x["scrap_reason"] for x in v],
     )

@@ -35,7 +35,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, mean_absolute_error, roc_auc_score
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    mean_absolute_error,
+    roc_auc_score,
+    roc_curve,
+)
 from sklearn.pipeline import Pipeline
 
 from transforms.predictive.dataset import Dataset
@@ -44,6 +50,10 @@ SEED = 42
 #: The filling station's features (its own sensors, the dry room during filling, its measures).
 FILLING_ONLY = ("fill.",)
 FLAG_SHARES = (0.05, 0.10)
+#: Flag shares of the flag curve a training record keeps: 0.5% to 50% in steps of 0.5%.
+FLAG_CURVE_SHARES = tuple(round(0.005 * i, 3) for i in range(1, 101))
+#: Most points of the ROC curve a training record keeps.
+ROC_POINTS = 200
 
 
 #: Inverse L2 strength of the logistic candidate: shares lie in 0-1, so weak regularisation.
@@ -118,13 +128,9 @@ def evaluate_scores(score: np.ndarray, bad: np.ndarray) -> ClassifierReport:
     if bad.all() or not bad.any():
         raise ValueError("the test cells need both bad and good cells to evaluate a ranking")
     at_share = {}
-    order = np.argsort(-score, kind="mergesort")
     for share in FLAG_SHARES:
-        k = max(1, int(round(share * len(score))))
-        flagged = order[:k]
-        tp = int(bad[flagged].sum())
-        at_share[f"{share:.2f}"] = {"threshold": float(score[order[k - 1]]), "flagged": k,
-                                    "precision": tp / k, "recall": tp / int(bad.sum())}
+        at = flag_at(score, bad, share)
+        at_share[f"{share:.2f}"] = {k: at[k] for k in ("threshold", "flagged", "precision", "recall")}
     edges = np.quantile(score, np.linspace(0, 1, 11))
     bins = np.clip(np.searchsorted(edges, score, side="right") - 1, 0, 9)
     reliability = [{"mean_score": float(score[bins == b].mean()), "observed": float(bad[bins == b].mean()),
@@ -132,6 +138,38 @@ def evaluate_scores(score: np.ndarray, bad: np.ndarray) -> ClassifierReport:
     return ClassifierReport(cells=len(score), bad=int(bad.sum()), roc_auc=float(roc_auc_score(bad, score)),
                             pr_auc=float(average_precision_score(bad, score)),
                             brier=float(brier_score_loss(bad, score)), at_share=at_share, reliability=reliability)
+
+
+def flag_at(score: np.ndarray, bad: np.ndarray, share: float) -> dict[str, float]:
+    """Threshold, cells flagged, precision and recall when the top ``share`` of ``score`` is flagged.
+
+    The top ``k = max(1, round(share x cells))`` scores are flagged; the threshold is the lowest of them.
+    """
+    order = np.argsort(-score, kind="mergesort")
+    k = max(1, int(round(share * len(score))))
+    tp = int(bad[order[:k]].sum())
+    return {"share": share, "threshold": float(score[order[k - 1]]), "flagged": k, "precision": tp / k,
+            "recall": tp / int(bad.sum()) if bad.any() else float("nan")}
+
+
+def score_curves(score: np.ndarray, bad: np.ndarray) -> dict:
+    """What a training record keeps of a model's test scores to draw and use it later, small by design.
+
+    * ``roc``: the ROC curve's corner points (false and true positive rates), at most :data:`ROC_POINTS`
+      of them, evenly thinned (the first and last kept), so a report can draw it without the scores;
+    * ``flag``: :func:`flag_at` for every share of :data:`FLAG_CURVE_SHARES`, from which the quality gate's
+      value takes its threshold for any configured share (``GIGAPULSE_GATE_FLAG_SHARE``);
+    * ``cells`` and ``bad``: how many test cells the curves rest on.
+
+    About 2,000 numbers whatever the number of test cells: the record stays small.
+    """
+    fpr, tpr, _ = roc_curve(bad, score)
+    if len(fpr) > ROC_POINTS:
+        keep = np.unique(np.round(np.linspace(0, len(fpr) - 1, ROC_POINTS)).astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"cells": len(score), "bad": int(bad.sum()),
+            "roc": {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]},
+            "flag": [flag_at(score, bad, s) for s in FLAG_CURVE_SHARES]}
 
 
 @dataclass
@@ -165,7 +203,8 @@ class GateEvaluation:
 IMPORTANCE_CELLS = 6000
 
 
-def _drivers(model, X: np.ndarray, y: np.ndarray, names: list[str], scoring: str, top: int) -> list[dict[str, float]]:
+def permutation_drivers(model, X: np.ndarray, y: np.ndarray, names: list[str], scoring: str,
+                        top: int) -> list[dict[str, float]]:
     """Permutation importance on the test cells: what the score loses when one feature is shuffled."""
     if len(X) > IMPORTANCE_CELLS:
         keep = np.sort(np.random.default_rng(SEED).choice(len(X), IMPORTANCE_CELLS, replace=False))
@@ -196,7 +235,8 @@ def evaluate_gate_models(train: Dataset, test: Dataset, split_at: str, truth: di
         filling = evaluate_scores(fit_classifier(fill_train)[0].predict_proba(fill_test.X)[:, 1], test.bad)
     ev = GateEvaluation(train_cells=len(train), test_cells=len(test), split_at=split_at, features=len(train.names),
                         model=report, base_rate=base, filling_only=filling,
-                        drivers=_drivers(clf, test.X, test.bad, test.names, "roc_auc", top), model_choice=choice)
+                        drivers=permutation_drivers(clf, test.X, test.bad, test.names, "roc_auc", top),
+                        model_choice=choice)
     reg = None
     has_cap_train, has_cap_test = ~np.isnan(train.capacity), ~np.isnan(test.capacity)
     if has_cap_train.sum() >= 50 and has_cap_test.any():
@@ -205,7 +245,7 @@ def evaluate_gate_models(train: Dataset, test: Dataset, split_at: str, truth: di
         ev.capacity_mae = float(mean_absolute_error(yt, reg.predict(Xt)))
         ev.capacity_baseline_mae = float(mean_absolute_error(yt, np.full(len(yt), np.median(
             train.capacity[has_cap_train]))))
-        ev.capacity_drivers = _drivers(reg, Xt, yt, test.names, "neg_mean_absolute_error", top)
+        ev.capacity_drivers = permutation_drivers(reg, Xt, yt, test.names, "neg_mean_absolute_error", top)
     if truth is not None:
         p = np.array([truth.get(c, np.nan) for c in test.cell_ids])
         known = ~np.isnan(p)

@@ -39,7 +39,7 @@ from sklearn.metrics import roc_auc_score
 from schemas.batch import MODELS
 from transforms.batch.store import day_path, write_day
 from transforms.predictive.dataset import Dataset, build_dataset, read_labels, time_split
-from transforms.predictive.model import GateEvaluation, evaluate_gate_models
+from transforms.predictive.model import GateEvaluation, evaluate_gate_models, score_curves
 from transforms.predictive.registry import GateModel, content_hash, model_path, psi, schema_hash, version_name
 
 #: Days of cell_features a model learns from, ending with the day it is trained for. A week holds
@@ -85,13 +85,21 @@ def data_version(day: date, data: Dataset) -> str:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A new model, its ``models`` row, its evaluation and the split it was trained and tested on."""
+    """A new model, its ``models`` row, its evaluation and the split it was trained and tested on.
+
+    ``record`` is what is saved with the model file (:func:`~transforms.predictive.registry.save_model`):
+    the row, plus what the report and ``quality_gate_value`` need of its test cells without keeping
+    them: ``test_curves`` (:func:`~transforms.predictive.model.score_curves`: ROC points, the flag
+    curve), ``reliability`` (mean score and observed bad rate per score decile) and ``drivers``
+    (permutation importance with its spread).
+    """
 
     model: GateModel
     row: dict
     evaluation: GateEvaluation
     train: Dataset
     test: Dataset
+    record: dict
 
 
 def split(data: Dataset) -> tuple[Dataset, Dataset, np.datetime64]:
@@ -131,7 +139,9 @@ def train_gate_model(data: Dataset, day: date, lake_root: Path, created_at: date
         "path": str(model_path(lake_root, version)), "sklearn_version": sklearn.__version__,
         "created_at": created_at,
     }
-    return TrainedModel(model=model, row=row, evaluation=ev, train=train, test=test)
+    record = {**row, "test_curves": score_curves(model.score(test.X), test.bad),
+              "reliability": ev.model.reliability, "drivers": ev.drivers}
+    return TrainedModel(model=model, row=row, evaluation=ev, train=train, test=test, record=record)
 
 
 # --------------------------------------------------------------------------- the models table

@@ -91,3 +91,24 @@ def test_the_same_data_gives_the_same_version(models, tmp_path):
     assert np.array_equal(again.model.score(good.test.X), good.model.score(good.test.X))
     other = train_gate_model(_cells(3), date(2026, 3, 2), tmp_path, NOW)
     assert other.model.version != good.model.version
+
+
+def test_the_record_keeps_what_the_report_and_the_gate_value_need_small(models):
+    """The test cells' ROC points, flag curve, reliability and drivers, not the cells themselves."""
+    import pickle
+
+    from transforms.predictive.model import ROC_POINTS
+
+    good, _ = models
+    record, ev = good.record, good.evaluation
+    assert {k: record[k] for k in good.row} == good.row  # the models row, and more
+    curves = record["test_curves"]
+    assert curves["cells"] == len(good.test) and curves["bad"] == ev.model.bad
+    at5 = next(p for p in curves["flag"] if p["share"] == 0.05)
+    assert {k: at5[k] for k in ("threshold", "flagged", "precision", "recall")} == ev.model.at_share["0.05"]
+    fpr, tpr = np.array(curves["roc"]["fpr"]), np.array(curves["roc"]["tpr"])
+    assert 2 <= len(fpr) <= ROC_POINTS and (fpr[0], fpr[-1], tpr[-1]) == (0.0, 1.0, 1.0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(ev.model.roc_auc, abs=0.01)  # the curve is the model's
+    assert record["reliability"] == ev.model.reliability and record["drivers"][0]["feature"] == DRIVER
+    extra = {k: record[k] for k in ("test_curves", "reliability", "drivers")}
+    assert len(pickle.dumps(extra)) < 40_000

@@ -25,11 +25,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReportContext:
-    """What every section reads: a read-only warehouse connection, the plant, and every plant."""
+    """What every section reads: a read-only warehouse connection, the plant, every plant, and the lake."""
 
     con: duckdb.DuckDBPyConnection
     site: str
     sites: tuple[str, ...]
+    #: The lake, for what lives beside the warehouse (the gate models' registry); None: sections that need
+    #: it say so.
+    lake_root: Path | None = None
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         return self.con.execute(sql, list(params)).fetchall()
@@ -225,9 +228,79 @@ def data_quality(ctx: ReportContext) -> Section:
                    [(*r[:5], str(r[5])) for r in rows], source="dq_results")
 
 
+def predictive_quality(ctx: ReportContext) -> Section:
+    """The champion gate model on its own test cells (ROC, reliability, top drivers), from its training record,
+    and what its gate was worth per day on this plant's lines (``quality_gate_value``)."""
+    from transforms.predictive import registry as R
+
+    title = "Predictive quality at the gate"
+    source = "<lake>/models (the champion's training record) and quality_gate_value"
+    if ctx.lake_root is None:
+        return Section(title, "The report was built without the lake, where the gate models live.", source=source)
+    version = R.champion(ctx.lake_root)
+    if version is None:
+        return Section(title, "No champion gate model yet. Run `gigapulse jobs run gate_model_job --partition DAY`: it "
+                       "trains one on the week of cell_features ending that day and promotes the first.", source=source)
+    try:
+        record = R.load_record(ctx.lake_root, version)
+    except R.RegistryError as exc:
+        return Section(title, f"The champion cannot be read: {exc}", source=source)
+    curves = record.get("test_curves") or {}
+    roc, rel = curves.get("roc") or {}, record.get("reliability") or []
+    drivers = [d for d in record.get("drivers") or [] if d["importance"] > 0][:10]
+    auc = record.get("roc_auc")
+    figures = [
+        Figure(f"{ctx.site}-gate-roc.png", F.roc(roc.get("fpr", []), roc.get("tpr", []), auc,
+                                                 f"{version}: ROC on its {curves.get('cells', '?')} test cells"),
+               "ROC curve of the champion"),
+        Figure(f"{ctx.site}-gate-reliability.png", F.reliability(
+            [b["mean_score"] for b in rel], [b["observed"] for b in rel], [b["cells"] for b in rel],
+            f"{version}: reliability by score decile"), "reliability curve of the champion"),
+        Figure(f"{ctx.site}-gate-drivers.png", F.ranked_bars(
+            [d["feature"] for d in drivers], [d["importance"] for d in drivers], [d.get("std", 0.0) for d in drivers],
+            f"{version}: top drivers", "ROC AUC lost when the feature is shuffled (test cells)"), "top drivers"),
+    ]
+    text = (f"The champion {version} scores each cell as it leaves filling, before formation. On its "
+            f"{record.get('test_cells', '?')} test cells ({record.get('test_bad', '?')} bad) its ROC AUC is "
+            + (f"{auc:.3f}" if auc is not None else "unknown")
+            + ". The reliability curve says whether a score of 0.1 means one bad cell in ten (points on the "
+            "diagonal); the drivers are what the AUC loses when one feature is shuffled.")
+    if not curves:
+        text += " Its training record predates the curves: retrain it (gate_model_job) to draw them."
+    if not ctx.has_rows("quality_gate_value"):
+        text += ("\n\nNo rows in `quality_gate_value` yet. Run `gigapulse jobs run quality_gate_value_job "
+                 "--partition DAY`.")
+        return Section(title, text, figures, source=source)
+    rows = ctx.rows("SELECT date, line, cells_gated, cells_flagged, true_pulls, false_pulls, bad_caught_share, "
+                    "kwh_saved, false_pull_kwh, kg_false_pulls, threshold_rule FROM quality_gate_value "
+                    "WHERE site = ? ORDER BY date, line", [ctx.site])
+    days = sorted({r[0] for r in rows})
+    per = {(r[0], r[1]): r for r in rows}
+    lines = sorted({r[1] for r in rows})
+    figures.append(Figure(f"{ctx.site}-gate-value.png", F.series_with_share(
+        days, {ln: [(per.get((d, ln)) or (None,) * 11)[7] for d in days] for ln in lines},
+        {ln: [(per.get((d, ln)) or (None,) * 11)[6] for d in days] for ln in lines},
+        f"{ctx.site}: formation and aging kWh the gate saves per day", "kWh saved",
+        "share of later scrap caught"), "daily value of the gate"))
+    if rows:
+        pulled, true, false = (sum(r[k] for r in rows) for k in (3, 4, 5))
+        kwh = sum(r[7] or 0.0 for r in rows)
+        text += (f"\n\nFrom {days[0]} to {days[-1]} the gate would have pulled {pulled:,} cells at {ctx.site}: "
+                 f"{true:,} later bad (formation and aging energy saved: {kwh:,.1f} kWh) and {false:,} good ones, "
+                 "whose loss is reported apart, never netted against the saving. A bad cell's material is lost "
+                 f"either way, so the gate saves energy and formation capacity, not material. Threshold: "
+                 f"{rows[-1][10]}.")
+    else:
+        text += f"\n\nNo line of {ctx.site} in `quality_gate_value` yet."
+    table = [(str(r[0]), *r[1:10]) for r in rows[-30:]]
+    return Section(title, text, figures, ("day", "line", "cells gated", "pulled", "true pulls", "false pulls",
+                                          "scrap caught share", "kWh saved", "false-pull kWh", "false-pull kg"),
+                   table, source=source)
+
+
 #: The sections of a report, in order. Each takes the context and returns one section.
 SECTIONS: list[Callable[[ReportContext], Section]] = [readiness, sensor_density, retrofit, scrap_pareto,
-                                                       material_loss, energy, data_quality]
+                                                       material_loss, energy, predictive_quality, data_quality]
 
 
 # --------------------------------------------------------------------------- the files
@@ -238,10 +311,11 @@ def plant_sites(con: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
 
 
 def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path, sites: Sequence[str] | None = None,
-                 progress: Callable[[str], None] | None = None) -> list[Path]:
+                 progress: Callable[[str], None] | None = None, lake_root: Path | None = None) -> list[Path]:
     """Write ``<out_dir>/<site>.html`` (figures embedded) and its PNGs per plant; returns the HTML paths.
 
-    ``sites`` defaults to every plant of the asset model; an unknown one is refused.
+    ``sites`` defaults to every plant of the asset model; an unknown one is refused. ``lake_root`` is
+    where the gate models live (the predictive-quality section says so when it is not given).
     """
     every = plant_sites(con)
     chosen = tuple(sites) if sites else every
@@ -253,7 +327,7 @@ def build_report(con: duckdb.DuckDBPyConnection, out_dir: Path, sites: Sequence[
     made = []
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     for site in chosen:
-        ctx = ReportContext(con, site, every)
+        ctx = ReportContext(con, site, every, lake_root)
         sections = []
         for section in SECTIONS:
             if progress:

@@ -161,6 +161,60 @@ def series_with_share(x: Sequence, series: Mapping[str, Sequence[float | None]],
     return _png(fig)
 
 
+def roc(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, title: str) -> bytes:
+    """A ROC curve (true against false positive rate) with the chance diagonal and the AUC in the legend."""
+    if len(fpr) < 2:
+        return _empty(title, "no ROC curve recorded")
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1, label="chance (AUC 0.5)")
+    ax.plot(list(fpr), list(tpr), color=PALETTE[0], linewidth=2,
+            label="model" + (f" (AUC {auc:.3f})" if auc is not None else ""))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (good cells flagged)")
+    ax.set_ylabel("true positive rate (bad cells flagged)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, weight="bold", fontsize=10)
+    return _png(fig)
+
+
+def reliability(mean_score: Sequence[float], observed: Sequence[float], cells: Sequence[int], title: str) -> bytes:
+    """Observed bad rate against mean score per score bin, marker area by cells, with the diagonal of a
+    calibrated score: points under it mean the score overstates the risk."""
+    if not mean_score:
+        return _empty(title, "no reliability curve recorded")
+    top = max(max(mean_score), max(observed), 1e-3) * 1.1
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, top], [0, top], color="#999999", linestyle=":", linewidth=1, label="calibrated")
+    n = np.asarray(cells, dtype=float)
+    ax.plot(list(mean_score), list(observed), color=PALETTE[1], linewidth=1)
+    ax.scatter(list(mean_score), list(observed), s=20 + 180 * n / max(n.max(), 1), color=PALETTE[1], zorder=3,
+               label="score decile (area: cells)")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("mean score")
+    ax.set_ylabel("observed share bad")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, weight="bold", fontsize=10)
+    return _png(fig)
+
+
+def ranked_bars(labels: Sequence[str], values: Sequence[float], errors: Sequence[float] | None, title: str,
+                xlabel: str) -> bytes:
+    """Horizontal bars, largest on top, with an error bar each (e.g. permutation importance and its spread)."""
+    if not labels:
+        return _empty(title, "nothing recorded")
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * len(labels)))
+    y = list(range(len(labels)))[::-1]
+    ax.barh(y, list(values), xerr=list(errors) if errors is not None else None, color=PALETTE[0],
+            error_kw={"ecolor": "#555555", "capsize": 2})
+    ax.set_yticks(y, list(labels), fontsize=8)
+    ax.axvline(0, color="#999999", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, weight="bold")
+    return _png(fig)
+
+
 def ink_share(png: bytes) -> float:
     """Share of pixels that differ from the most common (background) colour: 0 for a blank image."""
     img = plt.imread(io.BytesIO(png))

@@ -46,3 +46,11 @@ def test_ink_share_of_a_blank_image_is_zero():
     fig.savefig(buf, format="png")
     plt.close(fig)
     assert F.ink_share(buf.getvalue()) == pytest.approx(0.0)
+
+
+def test_roc_reliability_and_ranked_bars_have_ink_and_say_when_there_is_nothing():
+    assert drawn(F.roc([0.0, 0.1, 0.4, 1.0], [0.0, 0.5, 0.8, 1.0], 0.81, "roc")) > 0.03
+    assert drawn(F.reliability([0.01, 0.05, 0.2], [0.0, 0.04, 0.3], [100, 100, 100], "rel")) > 0.02
+    assert drawn(F.ranked_bars(["a.b.mean", "c.d.oos_share"], [0.12, 0.03], [0.01, 0.005], "drivers", "AUC")) > 0.02
+    assert 0 < drawn(F.roc([], [], None, "roc")) < 0.2
+    assert 0 < drawn(F.reliability([], [], [], "rel")) < 0.2
