@@ -112,7 +112,6 @@ def _land_cell_risk(lake: Path, day, features, first_offset: int) -> bool:
     saved in the lake's registry as the champion, with its ``models`` row and a training record made by
     the training code's own functions on those cells (curves, reliability, drivers). False when the day
     has too few cells."""
-    import warnings
 
     import numpy as np
     import pyarrow as pa
@@ -133,9 +132,7 @@ def _land_cell_risk(lake: Path, day, features, first_offset: int) -> bool:
     j = next(i for i, n in enumerate(names) if n.endswith("dew_point.mean"))
     y = np.nan_to_num(X[:, j]) > np.nanmedian(X[:, j])
     clf = HistGradientBoostingClassifier(max_iter=20, min_samples_leaf=3, random_state=0).fit(X, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a feature never sampled has a NaN median
-        medians = np.nanmedian(X, axis=0)
+    medians = registry.feature_medians(X)
     model = registry.GateModel(version="gate-20260101-5a1b2c", classifier=clf, regressor=None, names=names,
                                medians=medians, top_features=[names[j]], schema_hash=registry.schema_hash(names))
     if registry.champion(lake) is None:

@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,14 +62,13 @@ class ScoringOptions:
 def train_champion(opts: ScoringOptions, lake: Path) -> dict[str, Any]:
     """Train the classifier on the cached quality lake and make it the champion of ``lake``'s registry."""
     import pyarrow.parquet as pq
-    from sklearn.inspection import permutation_importance
 
     from gigapulse.bench.quality import START, QualityOptions, cached_quality_lake
     from schemas.batch import CELL_FEATURES
     from transforms.batch.store import BATCH_DIR
     from transforms.predictive import registry
     from transforms.predictive.dataset import build_dataset, read_labels
-    from transforms.predictive.model import SEED, fit_classifier
+    from transforms.predictive.model import fit_classifier, permutation_drivers
     from transforms.warehouse.reader import connect
 
     root, _ = cached_quality_lake(QualityOptions(hours=opts.model_hours, plants=(opts.plant,), cache=opts.cache),
@@ -85,17 +83,10 @@ def train_champion(opts: ScoringOptions, lake: Path) -> dict[str, Any]:
     data = build_dataset(features, labels)
     t0 = time.perf_counter()
     clf, choice = fit_classifier(data)
-    rng = np.random.default_rng(SEED)
-    sample = rng.choice(len(data), size=min(3000, len(data)), replace=False)
-    imp = permutation_importance(clf, data.X[sample], data.bad[sample], scoring="roc_auc", n_repeats=1,
-                                 random_state=SEED, n_jobs=1)
-    top = [data.names[i] for i in np.argsort(-imp.importances_mean)[:20]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a feature never sampled has a NaN median
-        medians = np.nanmedian(data.X, axis=0)
+    top = [d["feature"] for d in permutation_drivers(clf, data.X, data.bad, data.names, "roc_auc", 20)]
     version = f"gate-{START:%Y%m%d}-{uuid.uuid4().hex[:6]}"
-    model = registry.GateModel(version=version, classifier=clf, regressor=None, names=data.names, medians=medians,
-                               top_features=top, schema_hash=registry.schema_hash(data.names))
+    model = registry.GateModel(version=version, classifier=clf, regressor=None, names=data.names,
+                               medians=registry.feature_medians(data.X), top_features=top, schema_hash=registry.schema_hash(data.names))
     registry.save_model(lake, model, {"bench": "scoring", "cells": len(data)})
     registry.set_champion(lake, version, by="bench:scoring", reason="the bench's champion")
     return {"version": version, "cells": len(data), "features": len(data.names), "model": choice["chosen"],

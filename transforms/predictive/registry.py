@@ -68,6 +68,16 @@ class GateModel:
         return self.classifier.predict_proba(X)[:, 1]
 
 
+def feature_medians(X: np.ndarray) -> np.ndarray:
+    """Each column's median over the cells that sampled it (NaN for a column never sampled): the
+    reference a :class:`GateModel`'s per-cell drivers are told against."""
+    if not X.shape[1]:
+        return np.array([])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column's median is NaN, as documented
+        return np.nanmedian(X, axis=0)
+
+
 def schema_hash(names: list[str]) -> str:
     """sha256 of the sorted feature names, one per line: equal hashes mean the same columns (in any order)."""
     return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()

@@ -24,7 +24,6 @@ the model: the champion's training sample is not kept. Without a champion, the f
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -40,7 +39,15 @@ from schemas.batch import MODELS
 from transforms.batch.store import day_path, write_day
 from transforms.predictive.dataset import Dataset, build_dataset, read_labels, time_split
 from transforms.predictive.model import GateEvaluation, evaluate_gate_models, score_curves
-from transforms.predictive.registry import GateModel, content_hash, model_path, psi, schema_hash, version_name
+from transforms.predictive.registry import (
+    GateModel,
+    content_hash,
+    feature_medians,
+    model_path,
+    psi,
+    schema_hash,
+    version_name,
+)
 
 #: Days of cell_features a model learns from, ending with the day it is trained for. A week holds
 #: every shift pattern and several cycles of the slow faults (electrode lots, dry-room drift).
@@ -120,10 +127,8 @@ def train_gate_model(data: Dataset, day: date, lake_root: Path, created_at: date
     train, test, at = split(data)
     ev, clf, reg = evaluate_gate_models(train, test, str(at), top=TOP_FEATURES)
     version = data_version(day, data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column's median is NaN, as documented
-        medians = np.nanmedian(train.X, axis=0) if len(train.names) else np.array([])
-    model = GateModel(version=version, classifier=clf, regressor=reg, names=list(data.names), medians=medians,
+    model = GateModel(version=version, classifier=clf, regressor=reg, names=list(data.names),
+                      medians=feature_medians(train.X),
                       top_features=[d["feature"] for d in ev.drivers if d["importance"] > 0][:TOP_FEATURES],
                       schema_hash=schema_hash(data.names))
     first, last = training_window(day, days)
