@@ -353,8 +353,9 @@ CELL_RISK = TableSpec(
                                             pa.field("effect", pa.float64())])),
              "Up to three features that raised this cell's score most: its value, and how much lower the score "
              "is with the feature at its training median (effect, probability points 0-1)."),
-        _col("complete", pa.bool_(), "The readings of the gate's stations had landed past the gate when it was "
-             "scored; false when it was scored after GIGAPULSE_SCORE_MAX_WAIT_S without them.", nullable=False),
+        _col("complete", pa.bool_(), "The cell's history had landed when it was scored: its leave event and every "
+             "reading in Kafka when the event was read; false when it was scored after GIGAPULSE_SCORE_MAX_WAIT_S "
+             "without them.", nullable=False),
         _col("n_features", pa.int64(), "Number of entries in features.", nullable=False),
         _col("features", pa.map_(pa.string(), pa.float64()), "The feature vector scored, as cell_features names "
              "it.", nullable=False),
