@@ -65,6 +65,23 @@ class Reason(StrEnum):
     #: The worker's own failure (a bug) on this record, after bounded retries; the detail holds the
     #: exception. The record is set aside so that the partition goes on.
     INTERNAL_ERROR = "internal_error"
+    # The factory connectors' own refusals (``gigapulse bridge``): what a plant protocol delivered, or
+    # failed to deliver, before anything became a Kafka message. Their ``payload`` is the source's bytes.
+    #: A read that failed: a Modbus exception or timeout, a lost OPC UA session, a server's bad status.
+    #: The poll or sample is a gap: no value is invented for it (never a zero, never the last value).
+    SOURCE_ERROR = "source_error"
+    #: Bytes the protocol layer cannot parse: a Sparkplug B payload that is not valid protobuf, a
+    #: registers' data type that does not decode (a float32 that is NaN, a short read).
+    BAD_PAYLOAD = "bad_payload"
+    #: A Sparkplug B metric sent by alias before any birth certificate named that alias.
+    UNKNOWN_ALIAS = "unknown_alias"
+    #: A Sparkplug B sequence number skipped: messages of that edge node were lost upstream of the
+    #: bridge, which then asks the node for a rebirth.
+    SEQUENCE_GAP = "sequence_gap"
+
+
+#: Reasons only a bridge gives: they describe a plant protocol, so no Kafka message shows them.
+BRIDGE_REASONS = frozenset({Reason.SOURCE_ERROR, Reason.BAD_PAYLOAD, Reason.UNKNOWN_ALIAS, Reason.SEQUENCE_GAP})
 
 
 class ContractError(ValueError):
@@ -230,7 +247,7 @@ class DeadLetter(_Contract):
     v: Literal[1] = Field(1, description="Schema version.")
     reason: Reason
     detail: str = Field(description="Human-readable explanation.")
-    stage: Literal["edge", "stream", "replay"] = Field(description="Where it was refused.")
+    stage: Literal["edge", "stream", "replay", "bridge"] = Field(description="Where it was refused.")
     source_topic: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
