@@ -588,6 +588,7 @@ class MqttBridge:
         self.sparkplug = SparkplugHost(book, sink, self._publish) if "sparkplug" in config.modes else None
         self.counters = MqttCounters()
         self._connected = threading.Event()
+        self._background = True
         b = config.broker
         v5 = b.protocol == "5"
         kwargs: dict[str, Any] = {"client_id": b.client_id, "protocol": paho.MQTTv5 if v5 else paho.MQTTv311}
@@ -612,8 +613,8 @@ class MqttBridge:
         """The paho client (tests publish through their own)."""
         return self._client
 
-    def start(self) -> None:
-        """Connect in the background and start paho's network thread."""
+    def start(self, background: bool = True) -> None:
+        """Connect and start paho's network thread (``background``; else the caller runs ``client.loop()``)."""
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
@@ -625,8 +626,12 @@ class MqttBridge:
                 props = Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = b.session_expiry_s
                 kwargs["properties"] = props
-        self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s, **kwargs)
-        self._client.loop_start()
+        self._background = background
+        if background:
+            self._client.connect_async(b.host, b.port, keepalive=b.keepalive_s, **kwargs)
+            self._client.loop_start()
+        else:
+            self._client.connect(b.host, b.port, keepalive=b.keepalive_s, **kwargs)
 
     def wait_connected(self, timeout_s: float) -> bool:
         """True once the first CONNACK arrived and the subscriptions went out."""
@@ -648,7 +653,8 @@ class MqttBridge:
                                         qos=1, retain=True)
             info.wait_for_publish(timeout=2.0)
         self._client.disconnect()
-        self._client.loop_stop()
+        if self._background:
+            self._client.loop_stop()
         self._sink.flush()
 
     def status(self) -> dict[str, Any]:

@@ -208,9 +208,10 @@ class MqttPlantPublisher:
         self._client.publish(topic, payload, qos=self.qos)
         self.stats.messages += 1
 
-    def close(self, timeout_s: float = 30.0) -> PublishStats:
-        """Send each node's NDEATH (Sparkplug), wait for the broker's acknowledgements, disconnect."""
-        if self.mode == "sparkplug":
+    def close(self, timeout_s: float = 30.0, deaths: bool = True) -> PublishStats:
+        """Send each node's NDEATH (Sparkplug, unless not ``deaths``), wait for the broker's acknowledgements,
+        disconnect."""
+        if self.mode == "sparkplug" and deaths:
             with self._lock:
                 for node in self._nodes.values():
                     death = spb.encode_payload([spb.MetricOut(node.bd_seq, spb.INT64, name=spb.BDSEQ_METRIC)],
