@@ -49,12 +49,13 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
 
 
 @contextmanager
-def running_mosquitto(workdir: Path) -> Iterator[MosquittoServer]:
-    """Mosquitto on a free 127.0.0.1 port, configured in ``workdir``; stopped (by PID) on exit."""
+def running_mosquitto(workdir: Path, port: int | None = None) -> Iterator[MosquittoServer]:
+    """Mosquitto on ``port`` (default a free one) of 127.0.0.1, configured in ``workdir``; stopped (by PID)
+    on exit. Starting one again on the same port and folder is how a test takes the broker away and back."""
     exe = shutil.which(MOSQUITTO) or shutil.which("mosquitto")
     if exe is None:
         pytest.skip("mosquitto is not installed (infra/system-deps.sh installs it)")
-    port = _free_port()
+    port = port or _free_port()
     conf = workdir / "mosquitto.conf"
     log = workdir / "mosquitto.log"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"

@@ -160,3 +160,30 @@ def test_host_state_is_announced_and_retained(mosquitto, plant):  # noqa: F811
         watcher.disconnect()
     import json
     assert [json.loads(p)["online"] for p in seen[:2]] == [True, False]
+
+
+def test_the_bridge_reconnects_after_the_broker_comes_back(tmp_path, plant):
+    from tests.ingestion.bridges.mosquitto import running_mosquitto
+
+    sink = RecordingSink()
+    entry = plant.sensors[0]
+    with running_mosquitto(tmp_path) as first:
+        config = mqtt.MqttBridgeConfig.model_validate({
+            "broker": {"host": first.host, "port": first.port, "client_id": "bridge-reconnect",
+                       "reconnect_min_s": 1, "reconnect_max_s": 2}, "modes": ["uns"]})
+        bridge = mqtt.MqttBridge(config, plant, sink)
+        bridge.start()
+        assert bridge.wait_connected(10)
+    try:
+        assert _wait(lambda: bridge.counters.disconnects == 1, 10)
+        with running_mosquitto(tmp_path, port=first.port):
+            assert _wait(lambda: bridge.counters.connects == 2, 20), "no reconnection"
+            time.sleep(0.2)  # the subscriptions of the new session
+            edge = _client(first)
+            edge.publish(entry.path, b'{"value": 1.5, "ts": 1767600000000}', qos=1).wait_for_publish(5)
+            assert _wait(lambda: sink.readings, 10)
+            edge.loop_stop()
+            edge.disconnect()
+    finally:
+        bridge.stop()
+    assert sink.readings == [(entry.sensor_id, 1767600000000, 1.5, 0)]
