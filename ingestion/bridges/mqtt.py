@@ -601,6 +601,7 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._state_topic = None
         if config.sparkplug.host_id and "sparkplug" in config.modes:
             self._state_topic = f"{spb.NAMESPACE}/STATE/{config.sparkplug.host_id}"
@@ -634,7 +635,7 @@ class MqttBridge:
             self._client.connect(b.host, b.port, keepalive=b.keepalive_s, **kwargs)
 
     def wait_connected(self, timeout_s: float) -> bool:
-        """True once the first CONNACK arrived and the subscriptions went out."""
+        """True once the broker acknowledged the subscriptions (SUBACK) of the first connection."""
         return self._connected.wait(timeout_s)
 
     def run(self, stop: threading.Event) -> None:
@@ -677,8 +678,13 @@ class MqttBridge:
         if self._state_topic is not None:
             client.publish(self._state_topic, json.dumps({"online": True, "timestamp": self._state_ts}),
                            qos=1, retain=True)
-        log.info("connected to %s:%s (session present: %s), subscribed to %s", self.config.broker.host,
+        log.info("connected to %s:%s (session present: %s), subscribing to %s", self.config.broker.host,
                  self.config.broker.port, getattr(flags, "session_present", False), ", ".join(self._filters))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.warning("broker refused subscriptions: %s", ", ".join(refused))
         self._connected.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
