@@ -610,6 +610,11 @@ class MqttBridge:
                             qos=1, retain=True)
 
     @property
+    def subscriptions(self) -> list[str]:
+        """The topic filters the bridge subscribes to."""
+        return list(self._filters)
+
+    @property
     def client(self) -> Any:
         """The paho client (tests publish through their own)."""
         return self._client
@@ -706,3 +711,23 @@ class MqttBridge:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self._client.publish(topic, payload, qos=0)
+
+
+def run_mqtt(config: Any, sink: Any, stop: threading.Event,
+             on_ready: Callable[[list[str]], None] | None = None) -> None:
+    """The runner of ``gigapulse bridge mqtt``: bridge into ``sink`` until ``stop`` is set.
+
+    The password is read here, once, from the environment or the secret file; ``on_ready`` hears the
+    topic filters once the broker acknowledged them (the CLI prints them).
+    """
+    bridge = MqttBridge(config, sink.plant, sink, broker_password(config))
+    bridge.start()
+    try:
+        while not stop.is_set():
+            if bridge.wait_connected(0.2):
+                if on_ready is not None:
+                    on_ready(bridge.subscriptions)
+                break
+        stop.wait()
+    finally:
+        bridge.stop()
