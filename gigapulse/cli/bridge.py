@@ -122,3 +122,10 @@ def config_cmd(
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(text)
     console.print(f"{len(sensors):,} sensors of {p.name} over {protocol.value} written to {out_file}")
+@bridge_app.command("modbus")
+def modbus_cmd(config: ConfigOpt, duration: DurationOpt = None):
+    """Poll a Modbus TCP server's registers into Kafka; a failed poll is a gap dead letter, never a value."""
+    from ingestion.bridges.config import ModbusConfig
+    from ingestion.bridges.modbus import run_modbus
+
+    run_bridge("modbus", _load(config, ModbusConfig), duration, run_modbus)
