@@ -24,6 +24,7 @@ Timestamps are the poll's start, epoch ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import struct
@@ -132,6 +133,7 @@ class ModbusPoller:
         self._backoff = config.reconnect_min_s
         self._down_since: float | None = None
         self._stopping = False
+        self._stop_event: asyncio.Event | None = None
 
     def _make_client(self):
         from pymodbus.client import AsyncModbusTcpClient
@@ -245,7 +247,8 @@ class ModbusPoller:
         while not self._stopping:
             delay = due - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
             if self._stopping:
                 break
             st.starts.append(time.monotonic())
@@ -260,6 +263,7 @@ class ModbusPoller:
     async def run(self, stop: threading.Event) -> None:
         """Poll every block until ``stop`` is set; then write the gaps of polls not made and disconnect."""
         self._connect_lock = asyncio.Lock()
+        self._stop_event = asyncio.Event()
         n = len(self.blocks)
         tasks = [asyncio.create_task(self._block_loop(st, i * min(st.block.interval_s, 1.0) / n))
                  for i, st in enumerate(self.blocks)]
@@ -267,7 +271,10 @@ class ModbusPoller:
             while not stop.is_set() and not all(t.done() for t in tasks):
                 await asyncio.sleep(0.05)
         finally:
+            # A poll under way finishes (its answer is a reading or a gap, not lost), within its timeout.
             self._stopping = True
+            self._stop_event.set()
+            await asyncio.wait(tasks, timeout=self.config.timeout_s + 1)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

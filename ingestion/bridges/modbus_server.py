@@ -18,6 +18,7 @@ import functools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -45,6 +46,9 @@ class RegisterStore:
         #: Units that answer every read with this Modbus exception code (tests inject read errors).
         self.failing: dict[int, int] = {}
         self.reads = 0
+        #: Reads answered with registers, and with an exception, per unit (what a test expects downstream).
+        self.served: Counter[int] = Counter()
+        self.refused: Counter[int] = Counter()
 
     def set_value(self, sensor_id: str, value: float) -> None:
         """Write one sensor's value at its address."""
@@ -78,7 +82,9 @@ class RegisterStore:
 
         self.reads += 1
         if unit in self.failing:
+            self.refused[unit] += 1
             return ExcCodes(self.failing[unit])
+        self.served[unit] += 1
         regs = self.registers[unit]
         off = address - start_address
         current[off:off + count] = regs[address:address + count]

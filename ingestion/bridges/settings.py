@@ -72,6 +72,9 @@ class BridgeSettings(BaseSettings):
     stall_s: float = Field(10.0, gt=0, description="Kafka counts as unreachable (status 'buffering', /readyz "
                            "503) when data has waited this long for an acknowledgement.")
 
+    drain_timeout_s: float = Field(30.0, ge=0, description="How long a stopping bridge waits for Kafka to "
+                                   "acknowledge its buffer; what is left stays on disk for the next start.")
+
     def buffer_path(self, name: str) -> Path:
         """The buffer folder of the bridge called ``name``."""
         if self.buffer_dir is not None:

@@ -29,6 +29,7 @@ timed out is the remaining at-least-once window (docs/connectors.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -130,6 +131,7 @@ class BridgeSink:
         self._producer_factory = producer_factory
         self._producer = None
         self._connect_failures = 0
+        self._retired: list[Any] = []
         self._buffer = buffer
         self._gateway = {e.sensor_id: f"{e.site}.{e.station}" for e in plant.sensors}
         self._last: dict[str, float] = {}
@@ -263,14 +265,15 @@ class BridgeSink:
             self._journal(wait=True, timeout=timeout)
 
     def close(self, timeout: float | None = None) -> BridgeStats:
-        """Flush, wait (at most ``timeout``, default ``stall_s``) for Kafka to take the journal, and stop.
+        """Flush, wait (at most ``timeout``, default ``drain_timeout_s``) for Kafka to take the journal, and stop.
 
         What Kafka did not take stays in the disk buffer for the next start; the producer is closed.
         """
         if self._closed:
             return self.stats
-        self.flush(timeout=self.settings.stall_s if timeout is None else timeout)
-        deadline = time.monotonic() + (self.settings.stall_s if timeout is None else timeout)
+        timeout = self.settings.drain_timeout_s if timeout is None else timeout
+        self.flush(timeout=timeout)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 if self._buffer.stats.pending_records == 0 and not self._held:
@@ -379,9 +382,18 @@ class BridgeSink:
 
     def _connect(self) -> bool:
         """Make the producer; False (after a pause) while no broker answers."""
+        producer = None
         try:
             producer = self._producer_factory()
+            # Topic metadata now: a send that has to wait for it blocks, and a broker lost during that wait
+            # left kafka-python without a node to ask (it never recovered in the outage test).
+            for topic in (self.settings.readings_topic, self.settings.dlq_topic):
+                if not producer.partitions_for(topic):
+                    raise RuntimeError(f"topic {topic} has no partitions (does it exist?)")
         except Exception as exc:  # noqa: BLE001 - kafka-python's bootstrap timeout and connection errors
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    producer.close(timeout=0)
             self._connect_failures += 1
             if self._connect_failures == 1 or self._connect_failures % 10 == 0:
                 log.warning("bridge %s: Kafka not reachable (%s: %s); journalling to the disk buffer and "
@@ -398,6 +410,9 @@ class BridgeSink:
         return True
 
     def _send_step(self) -> None:
+        while self._retired:
+            with contextlib.suppress(Exception):
+                self._retired.pop().close(timeout=0)
         if self._producer is None and not self._connect():
             return
         with self._lock:
@@ -406,11 +421,16 @@ class BridgeSink:
             producer = self._producer
             self._drain_acks()
             if self._failed and self._buffer.in_flight == 0:
-                log.warning("bridge %s: sending again from the oldest record Kafka did not acknowledge",
-                            self.name)
+                # Everything handed to this client has settled (acknowledged or failed for good), so a new
+                # client loses nothing: it bootstraps afresh, where the old one may be stuck without a node.
+                log.warning("bridge %s: reconnecting to Kafka and sending again from the oldest record it did "
+                            "not acknowledge", self.name)
                 self._buffer.rewind()
                 self._inflight_bytes = 0
                 self._failed = False
+                self._producer = None
+                self._retired.append(producer)
+                return
             batch: list[tuple[Position, Record]] = []
             budget = self.settings.max_in_flight_bytes - self._inflight_bytes
             while not self._failed and budget > 0:
