@@ -132,6 +132,7 @@ class BridgeSink:
         self._producer = None
         self._connect_failures = 0
         self._retired: list[Any] = []
+        self._committed_at = 0.0
         self._buffer = buffer
         self._gateway = {e.sensor_id: f"{e.site}.{e.station}" for e in plant.sensors}
         self._last: dict[str, float] = {}
@@ -141,6 +142,8 @@ class BridgeSink:
         self._lock = threading.Condition()
         #: Frames and letters made but not journalled because the buffer was full (policy block).
         self._held: deque[Record] = deque()
+        self._held_n = 0
+        self._late = 0
         self._max_memory = max(20_000, 10 * settings.max_frame_readings)
         self._acks: deque[tuple[Position, Record, BaseException | None]] = deque()
         self._ack_lock = threading.Lock()
@@ -199,6 +202,9 @@ class BridgeSink:
                 self.stats.rejected += 1
                 return
             self._wait_for_room()
+            if self._stop.is_set():
+                self._late += 1  # a source still reading while the bridge stops: counted in the close log
+                return
             p = self._pending.get(gateway)
             if p is None:
                 p = self._pending[gateway] = _Pending(time.monotonic())
@@ -283,8 +289,11 @@ class BridgeSink:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
+        connecting = self._producer is None
         for t in self._threads:
-            t.join(5)  # a sender still making its client (no broker) gives up on its own, see _connect
+            # A sender still making its client (no broker answers) is left to give up on its own (_connect
+            # checks the stop flag once the client's bootstrap times out); it no longer touches the buffer.
+            t.join(0.5 if connecting and t is self._threads[1] else 5)
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
@@ -298,10 +307,10 @@ class BridgeSink:
             self._sync_stats()
             self._closed = True
             left = self._buffer.stats.pending_records
-            lost = sum(r.readings for r in self._held) + self._pending_n
+            lost = self._held_n + self._pending_n + self._late
         if lost:
-            log.error("bridge %s: closed with the disk buffer full: %d reading(s) held in memory are lost",
-                      self.name, lost)
+            log.error("bridge %s: closed with the disk buffer full (or its source still reading): %d reading(s) "
+                      "not journalled are lost", self.name, lost)
         if left:
             log.warning("bridge %s: %d record(s) (%d readings) not acknowledged by Kafka stay in %s for the next "
                         "start", self.name, left, self.stats.buffered, self._buffer.path)
@@ -319,11 +328,13 @@ class BridgeSink:
         if p is not None and p.idx:
             self._held.append(frame_record(gateway, p, self.settings.readings_topic))
             self._pending_n -= len(p.idx)
+            self._held_n += len(p.idx)
 
     def _wait_for_room(self) -> None:
         """Policy block: with the buffer full, hold the source back once memory holds enough."""
-        while (self._held and self._pending_n >= self._max_memory and not self._stop.is_set()
+        while (self._held and self._pending_n + self._held_n >= self._max_memory and not self._stop.is_set()
                and self.settings.full_policy is FullPolicy.BLOCK):
+            self._lock.notify_all()
             self._lock.wait(0.1)
 
     def _journal(self, wait: bool = False, timeout: float | None = None) -> None:
@@ -341,16 +352,18 @@ class BridgeSink:
                 self._lock.wait(0.05)
                 continue
             self._held.popleft()
-            if result is Appended.REJECTED:
-                self.stats.dropped += rec.readings
-        self._buffer.commit()
+            self._held_n -= rec.readings
+        now = time.monotonic()
+        if wait or now - self._committed_at >= self.settings.flush_interval_s:
+            self._buffer.commit()  # fsync and cursor: once per flush interval, not per wake-up
+            self._committed_at = now
         self._sync_stats()
         self._lock.notify_all()
 
     def _sync_stats(self) -> None:
         b = self._buffer.stats
         self.stats.buffered = b.pending_readings
-        self.stats.dropped = max(self.stats.dropped, b.dropped_readings + b.rejected_readings)
+        self.stats.dropped = b.dropped_readings + b.rejected_readings
         self.stats.torn = b.torn
 
     # ------------------------------------------------------------------ threads
@@ -526,11 +539,14 @@ class BridgeSink:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(serve(self.settings.health_host, self.settings.health_port, snapshot))
-            except OSError as exc:
+                server = loop.run_until_complete(serve(self.settings.health_host, self.settings.health_port, snapshot))
+            except OSError as exc:  # a port in use: logged, and the bridge runs on (as the stream workers do)
                 log.error("bridge %s: health endpoint not started on %s:%s: %s", self.name,
                           self.settings.health_host, self.settings.health_port, exc)
                 return
-            loop.run_forever()
+            loop.run_forever()  # until close() stops it
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            loop.close()
 
         threading.Thread(target=run, name=f"bridge-{self.name}-health", daemon=True).start()

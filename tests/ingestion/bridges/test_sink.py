@@ -145,3 +145,45 @@ def test_status_document_answers_on_the_health_port(bootstrap, tmp_path, legacy,
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
     finally:
         sink.close(timeout=5)
+
+
+def _away(tmp_path, legacy, **extra) -> BridgeSink:
+    """A sink whose Kafka never answers (a free port nobody listens on): everything stays in its buffer."""
+    settings = BridgeSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", buffer_dir=tmp_path / "buf",
+                              flush_interval_s=0.02, max_frame_readings=100, **extra)
+    return BridgeSink.open(settings, legacy, "away")
+
+
+def test_block_policy_holds_the_source_back_when_the_buffer_is_full(tmp_path, legacy):
+    import threading
+
+    sink = _away(tmp_path, legacy, buffer_max_bytes=64 * 1024, full_policy="block")
+    ids = [e.sensor_id for e in legacy.sensors]
+    done = []
+
+    def source():
+        for k in range(100_000):
+            sink.reading(ids[k % len(ids)], 1_767_000_000_000 + k, float(k))
+        done.append(True)
+
+    t = threading.Thread(target=source, daemon=True)
+    t.start()
+    t.join(5)
+    assert not done, "the source was not held back"
+    status = sink.status()
+    assert status["status"] == "buffering" and not status["ready"]
+    assert status["buffer"]["bytes"] <= 64 * 1024
+    assert status["stats"]["in"] < 100_000 and status["stats"]["dropped"] == 0
+    stats = sink.close(timeout=0.5)
+    assert stats.dropped == 0 and stats.buffered == status["stats"]["buffered"] > 0
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "reject_new"])
+def test_the_other_policies_keep_reading_and_count_what_they_lose(tmp_path, legacy, policy):
+    sink = _away(tmp_path, legacy, buffer_max_bytes=64 * 1024, segment_bytes=8 * 1024, full_policy=policy)
+    ids = [e.sensor_id for e in legacy.sensors]
+    for k in range(30_000):
+        sink.reading(ids[k % len(ids)], 1_767_000_000_000 + k, float(k))
+    stats = sink.close(timeout=0.5)
+    assert stats.received == 30_000
+    assert stats.dropped > 0 and stats.dropped + stats.buffered == 30_000
