@@ -185,11 +185,20 @@ def test_simulate_serve_modbus_serves_the_simulated_plant(tmp_path):
     plant = load_plant("legacy")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "simulate", "--serve", "modbus", "--plant",
-                             "legacy", "--duration", "6s", "--port", str(port)], stdout=subprocess.PIPE,
+                             "legacy", "--duration", "8s", "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         cfg = config_for(plant, port, [3, 4], interval_s=0.5, reconnect_min_s=0.2, reconnect_max_s=0.5)
-        time.sleep(2.5)  # the server starts, and its first tick is written
+        import socket
+
+        deadline = time.monotonic() + 60
+        while True:  # the child starts (imports, plant, simulator) and listens
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        time.sleep(1.5)  # its first tick is written
         sink = RecordingSink()
         run_for(cfg, sink, 2.5)
     finally:
