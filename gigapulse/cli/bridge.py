@@ -92,6 +92,40 @@ def run_bridge(kind: str, config, duration: str | None, runner: Runner) -> dict[
     return counters
 
 
+@bridge_app.command("health")
+def health_cmd(
+    port: Annotated[int | None, typer.Option(min=1, max=65_535, help="The bridge's health port (env "
+                                                                   "GIGAPULSE_BRIDGE_HEALTH_PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Where the bridge runs.")] = "127.0.0.1",
+    live: Annotated[bool, typer.Option("--live", help="Only check liveness, not readiness (Kafka taking data).")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole /status document.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the answer.")] = 5.0,
+):
+    """Ask a bridge's health endpoint; exit 0 if it is ready (or live), 1 if not. One line: state and counters."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ingestion.bridges.settings import BridgeSettings
+    from ingestion.bridges.sink import summary_line
+
+    port = port or BridgeSettings().health_port
+    if port is None:
+        raise UserError("no health port: give --port or set GIGAPULSE_BRIDGE_HEALTH_PORT (as the bridge has it)")
+    url = f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            doc = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UserError(f"no bridge answers at {url}: {getattr(exc, 'reason', exc)}") from None
+    if "bridge" not in doc:
+        raise UserError(f"{url} is not a bridge's health endpoint (a stream worker's? see `gigapulse health`)")
+    out.print(json.dumps(doc, indent=2) if as_json else summary_line(doc), markup=False, highlight=False)
+    if not (doc.get("live") if live else doc.get("ready")):
+        raise typer.Exit(1)
+
+
 @bridge_app.command("config")
 def config_cmd(
     plant: Annotated[str, typer.Option(help="reference, legacy, or a plant YAML file.")] = "reference",

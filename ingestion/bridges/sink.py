@@ -116,6 +116,15 @@ def dead_letter(reason: Reason, detail: str, payload: bytes, topic: str, key: st
     return Record(topic, (key or "bridge").encode(), encode(letter), 0)
 
 
+def summary_line(doc: dict) -> str:
+    """One line of a bridge's ``/status`` document (``gigapulse bridge health``)."""
+    st, b = doc["stats"], doc["buffer"]
+    line = (f"{doc['status']}: bridge {doc['bridge']} (plant {doc['plant']}): in {st['in']:,}, out {st['out']:,}, "
+            f"buffered {st['buffered']:,} ({b['bytes']:,} of {b['max_bytes']:,} bytes, {b['full_policy']}), "
+            f"rejected {st['rejected']:,}, gaps {st['gaps']:,}, dropped {st['dropped']:,}")
+    return line + (f"; error: {doc['error']}" if doc["error"] else "")
+
+
 class BridgeSink:
     """Where every bridge puts what it read. Thread-safe; see the module docstring."""
 

@@ -141,6 +141,11 @@ def test_status_document_answers_on_the_health_port(bootstrap, tmp_path, legacy,
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert doc["status"] == "forwarding" and doc["ready"] and doc["stats"]["in"] == 1
+        from gigapulse.cli import main
+
+        with pytest.raises(SystemExit) as exit_:
+            main(["bridge", "health", "--port", str(port)])
+        assert exit_.value.code == 0
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200
     finally:
