@@ -163,3 +163,16 @@ def modbus_cmd(config: ConfigOpt, duration: DurationOpt = None):
     from ingestion.bridges.modbus import run_modbus
 
     run_bridge("modbus", _load(config, ModbusConfig), duration, run_modbus)
+
+
+@bridge_app.command("mqtt")
+def mqtt_cmd(config: ConfigOpt, duration: DurationOpt = None):
+    """Subscribe to an MQTT broker (Unified Namespace JSON, Sparkplug B edge nodes) and bridge into Kafka."""
+    from ingestion.bridges.config import MqttConfig
+    from ingestion.bridges.mqtt import run_mqtt
+
+    def runner(cfg, sink, stop):
+        run_mqtt(cfg, sink, stop, on_ready=lambda filters: console.print(f"subscribed to {', '.join(filters)}"))
+
+    run_bridge("mqtt", _load(config, MqttConfig), duration, runner)
+

@@ -19,15 +19,15 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import SecretStr
 
 from ingestion.bridges import sparkplug as spb
+from ingestion.bridges.config import BridgeConfigError, MqttConfig
+from schemas.addresses import sparkplug_address, uns_topic
 from schemas.asset_model import Plant
 from schemas.contracts import QUALITY_CODES, Quality, Reason
 
@@ -55,104 +55,15 @@ def _now_ms() -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Configuration (``gigapulse bridge mqtt --config FILE``)
+# Configuration: the model is :class:`ingestion.bridges.config.MqttConfig`
 
 
-class MqttConfigError(ValueError):
-    """A bridge configuration that cannot run; the message is one line naming the file and the field."""
+def broker_password(config: MqttConfig, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The broker password from ``GIGAPULSE_MQTT_PASSWORD`` or the password file, read at start-up.
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BrokerConfig(_Strict):
-    """Where the broker is and how to hold the session."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    client_id: str = Field("gigapulse-bridge-mqtt", min_length=1)
-    protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: int = Field(30, ge=5)
-    username: str | None = None
-    #: A file holding the password (a Docker/Kubernetes secret); ``GIGAPULSE_MQTT_PASSWORD`` wins over it.
-    password_file: Path | None = None
-    #: Keep the session (subscriptions and queued QoS 1 messages) across a bridge restart: the broker
-    #: stores what arrives while the bridge is away. Off by default: Sparkplug host applications start
-    #: clean and rebuild their state from births (a gap is healed by a rebirth request).
-    persistent_session: bool = False
-    #: How long the broker keeps a persistent session of a disconnected bridge (MQTT 5).
-    session_expiry_s: int = Field(3600, ge=0)
-    reconnect_min_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-
-
-class UnsConfig(_Strict):
-    """Unified Namespace: JSON or bare-number values on the sensors' path topics."""
-
-    topics: list[str] = Field(default_factory=list, description="Topic filters; default the plant's enterprise root.")
-
-
-class SparkplugConfig(_Strict):
-    """Sparkplug B groups to follow (default the plant's site) and the optional host id for STATE."""
-
-    groups: list[str] = Field(default_factory=list)
-    #: When set, the bridge announces itself as a Sparkplug host application (``spBv1.0/STATE/<id>``).
-    host_id: str | None = None
-
-
-class MqttBridgeConfig(_Strict):
-    """The YAML of ``gigapulse bridge mqtt --config FILE``."""
-
-    plant: str = "reference"
-    broker: BrokerConfig = BrokerConfig()
-    modes: list[Literal["uns", "sparkplug"]] = Field(default_factory=lambda: ["uns", "sparkplug"], min_length=1)
-    uns: UnsConfig = UnsConfig()
-    sparkplug: SparkplugConfig = SparkplugConfig()
-    qos: Literal[0, 1, 2] = 1
-    #: How often the bridge hands what it read to Kafka.
-    flush_interval_s: float = Field(0.5, gt=0)
-
-    @model_validator(mode="after")
-    def _unique_modes(self) -> MqttBridgeConfig:
-        if len(set(self.modes)) != len(self.modes):
-            raise ValueError("modes listed twice")
-        return self
-
-    def subscriptions(self, plant: Plant) -> list[str]:
-        """The topic filters, the defaults filled from the plant."""
-        tmpl = plant.template
-        out: list[str] = []
-        if "uns" in self.modes:
-            out += self.uns.topics or [f"{tmpl.enterprise}/#"]
-        if "sparkplug" in self.modes:
-            out += [f"{spb.NAMESPACE}/{g}/#" for g in (self.sparkplug.groups or [tmpl.site])]
-        return out
-
-
-def load_mqtt_config(path: str | Path) -> MqttBridgeConfig:
-    """Read and validate the YAML; every problem is one line naming the file and the field."""
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise MqttConfigError(f"bridge config not found: {p}") from None
-    except yaml.YAMLError as exc:
-        raise MqttConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise MqttConfigError(f"{p}: expected a mapping at the top level")
-    try:
-        return MqttBridgeConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise MqttConfigError(f"{p}: {loc}: {err['msg']}") from None
-
-
-def broker_password(config: MqttBridgeConfig, environ: dict[str, str] | None = None) -> SecretStr | None:
-    """The broker password from ``GIGAPULSE_MQTT_PASSWORD`` or the password file, read at start-up."""
+    Never part of the YAML (a configuration file gets copied, committed and printed); kept as a
+    ``SecretStr`` so no log line or repr shows it.
+    """
     env = os.environ if environ is None else environ
     if env.get(PASSWORD_ENV):
         return SecretStr(env[PASSWORD_ENV])
@@ -162,36 +73,7 @@ def broker_password(config: MqttBridgeConfig, environ: dict[str, str] | None = N
     try:
         return SecretStr(pf.read_text().strip())
     except OSError as exc:
-        raise MqttConfigError(f"broker.password_file: cannot read {pf} ({exc.strerror})") from None
-
-
-def generate_config(plant: Plant, protocol: Literal["mqtt", "sparkplug"] = "mqtt", plant_name: str | None = None,
-                    host: str = "127.0.0.1", port: int = 1883) -> str:
-    """A ready-to-run YAML for the plant: ``mqtt`` follows its UNS and Sparkplug, ``sparkplug`` only the latter.
-
-    The comment block lists how many of the plant's sensors each mode addresses, so the user sees
-    what the bridge will find before running it.
-    """
-    tmpl = plant.template
-    modes = ["uns", "sparkplug"] if protocol == "mqtt" else ["sparkplug"]
-    doc: dict[str, Any] = {
-        "plant": plant_name or plant.name,
-        "broker": {"host": host, "port": port, "client_id": f"gigapulse-bridge-{protocol}-{tmpl.site}",
-                   "protocol": "5", "username": None, "password_file": None, "persistent_session": False},
-        "modes": modes,
-        "qos": 1,
-        "flush_interval_s": 0.5,
-        "sparkplug": {"groups": [tmpl.site], "host_id": None},
-    }
-    if "uns" in modes:
-        doc["uns"] = {"topics": [f"{tmpl.enterprise}/{tmpl.site}/#"]}
-    stations = sorted({e.station for e in plant.sensors})
-    head = (f"# gigapulse bridge mqtt --config <this file>: plant {plant.name}, {len(plant.sensors)} sensors "
-            f"on {len(stations)} stations.\n"
-            f"# UNS: topic = sensor path ({plant.sensors[0].path}).\n"
-            f"# Sparkplug B: group {tmpl.site}, edge node = station, device = equipment, metric = sensor name.\n"
-            f"# The broker password comes from ${PASSWORD_ENV} or broker.password_file, never from here.\n")
-    return head + yaml.safe_dump(doc, sort_keys=False)
+        raise BridgeConfigError(f"broker.password_file: cannot read {pf} ({exc.strerror or exc})") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,10 +93,10 @@ class MqttAddressBook:
         by_metric: dict[tuple[str, str, str | None, str], str] = {}
         per_station: dict[tuple[str, str, str], list[str]] = {}
         for e in plant.sensors:
-            name = e.path.rsplit("/", 1)[-1]
-            by_topic[e.path] = e.sensor_id
-            by_metric[(e.site, e.station, e.equipment, name)] = e.sensor_id
-            per_station.setdefault((e.site, e.station, name), []).append(e.sensor_id)
+            a = sparkplug_address(e)
+            by_topic[uns_topic(e)] = e.sensor_id
+            by_metric[(a.group_id, a.edge_node_id, a.device_id, a.metric)] = e.sensor_id
+            per_station.setdefault((a.group_id, a.edge_node_id, a.metric), []).append(e.sensor_id)
         # A node-level metric names a sensor of the station directly when that name is unambiguous.
         for (site, station, name), ids in per_station.items():
             if len(ids) == 1:
@@ -570,13 +452,13 @@ class MqttCounters:
 class MqttBridge:
     """paho-mqtt 2.x client (callback API version 2) feeding :class:`UnsDecoder` and :class:`SparkplugHost`.
 
-    paho's network thread runs the decoders (their sink calls are cheap appends); :meth:`run` keeps
-    the caller's thread for the periodic flush. paho reconnects by itself with a backoff between
+    paho's network thread runs the decoders (their sink calls are cheap appends; the sink's own
+    threads make frames and send them). paho reconnects by itself with a backoff between
     ``reconnect_min_s`` and ``reconnect_max_s``; every (re)connection subscribes again at the
     configured QoS, so a broker that lost the session still delivers.
     """
 
-    def __init__(self, config: MqttBridgeConfig, plant: Plant, sink: MqttSink, password: SecretStr | None = None):
+    def __init__(self, config: MqttConfig, plant: Plant, sink: MqttSink, password: SecretStr | None = None):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -591,7 +473,7 @@ class MqttBridge:
         self._background = True
         b = config.broker
         v5 = b.protocol == "5"
-        kwargs: dict[str, Any] = {"client_id": b.client_id, "protocol": paho.MQTTv5 if v5 else paho.MQTTv311}
+        kwargs: dict[str, Any] = {"client_id": config.client_id(), "protocol": paho.MQTTv5 if v5 else paho.MQTTv311}
         if not v5:
             kwargs["clean_session"] = not b.persistent_session
         self._client = client = paho.Client(CallbackAPIVersion.VERSION2, **kwargs)
@@ -642,15 +524,6 @@ class MqttBridge:
     def wait_connected(self, timeout_s: float) -> bool:
         """True once the broker acknowledged the subscriptions (SUBACK) of the first connection."""
         return self._connected.wait(timeout_s)
-
-    def run(self, stop: threading.Event) -> None:
-        """Flush every ``flush_interval_s`` until ``stop`` is set, then disconnect and flush once more."""
-        self.start()
-        try:
-            while not stop.wait(self.config.flush_interval_s):
-                self._sink.flush()
-        finally:
-            self.stop()
 
     def stop(self) -> None:
         """Disconnect cleanly (announcing the host offline when it announced itself) and flush."""
@@ -713,7 +586,7 @@ class MqttBridge:
         self._client.publish(topic, payload, qos=0)
 
 
-def run_mqtt(config: Any, sink: Any, stop: threading.Event,
+def run_mqtt(config: MqttConfig, sink: Any, stop: threading.Event,
              on_ready: Callable[[list[str]], None] | None = None) -> None:
     """The runner of ``gigapulse bridge mqtt``: bridge into ``sink`` until ``stop`` is set.
 

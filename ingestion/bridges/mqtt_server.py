@@ -252,6 +252,8 @@ def serve_mqtt(plant: Plant, seconds: float, speed: float | None, seed: int, sta
     try:
         for tick in paced(sim.run(seconds), sim.start, speed):
             pub.publish_frames(tick.frames)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C: the nodes' deaths still go out
     finally:
         stats = pub.close()
     return stats

@@ -8,6 +8,7 @@ import pytest
 
 from ingestion.bridges import mqtt
 from ingestion.bridges import sparkplug as spb
+from ingestion.bridges.config import GENERATORS, BridgeConfigError, MqttConfig, dump_config, load_config
 from schemas.asset_model import load_plant
 from schemas.contracts import Reason
 from tests.ingestion.bridges.recording_sink import RecordingSink
@@ -265,34 +266,38 @@ def test_commands_are_ignored(book, scripted):
 # -- configuration -----------------------------------------------------------------------------------
 
 
-def test_generated_config_loads_and_subscribes(plant, tmp_path):
+def test_generated_configs_load_and_subscribe(plant, tmp_path):
     for protocol, expected in (("mqtt", ["gigapulse/ref/#", "spBv1.0/ref/#"]), ("sparkplug", ["spBv1.0/ref/#"])):
+        generate, model = GENERATORS[protocol]
         path = tmp_path / f"{protocol}.yaml"
-        path.write_text(mqtt.generate_config(plant, protocol, plant_name="reference"))
-        config = mqtt.load_mqtt_config(path)
-        assert config.plant == "reference"
+        path.write_text(dump_config(model.model_validate(generate(plant, plant.sensors, "reference"))))
+        config = load_config(path, MqttConfig)
+        assert config.plant == "reference" and config.kind == "mqtt"
         assert sorted(config.subscriptions(plant)) == sorted(expected)
+        assert config.client_id() == "gigapulse-mqtt-reference"
 
 
 def test_defaults_follow_the_plant(plant, tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("")
-    assert mqtt.load_mqtt_config(path).subscriptions(plant) == ["gigapulse/#", "spBv1.0/ref/#"]
+    path.write_text("kind: mqtt\n")
+    assert load_config(path, MqttConfig).subscriptions(plant) == ["gigapulse/#", "spBv1.0/ref/#"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
     ("broker: {port: 0}", "broker.port"),
     ("modes: [uns, opcua]", "modes.1"),
+    ("modes: [uns, uns]", "at most once"),
     ("brokr: {}", "brokr"),
     ("broker: {password: hunter2}", "broker.password"),
+    ("sparkplug: {host_id: a/b}", "sparkplug.host_id"),
     ("- a list", "mapping"),
     ("a: [", "not valid YAML"),
 ])
 def test_bad_configs_are_one_line(tmp_path, text, message):
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    with pytest.raises(mqtt.MqttConfigError) as err:
-        mqtt.load_mqtt_config(path)
+    with pytest.raises(BridgeConfigError) as err:
+        load_config(path, MqttConfig)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert "hunter2" not in str(err.value)
 
@@ -302,8 +307,11 @@ def test_password_from_env_or_file_never_in_the_config(tmp_path):
     secret.write_text("s3cret\n")
     path = tmp_path / "c.yaml"
     path.write_text(f"broker: {{username: bridge, password_file: {secret}}}")
-    config = mqtt.load_mqtt_config(path)
+    config = load_config(path, MqttConfig)
     assert mqtt.broker_password(config, {}).get_secret_value() == "s3cret"
     assert mqtt.broker_password(config, {mqtt.PASSWORD_ENV: "env"}).get_secret_value() == "env"
     assert "s3cret" not in repr(mqtt.broker_password(config, {}))
-    assert mqtt.broker_password(mqtt.MqttBridgeConfig(), {}) is None
+    assert mqtt.broker_password(MqttConfig(), {}) is None
+    missing = MqttConfig.model_validate({"broker": {"password_file": str(tmp_path / "nope")}})
+    with pytest.raises(BridgeConfigError, match="broker.password_file"):
+        mqtt.broker_password(missing, {})

@@ -11,6 +11,7 @@ import pytest
 
 from ingestion.bridges import mqtt
 from ingestion.bridges import sparkplug as spb
+from ingestion.bridges.config import MqttConfig
 from ingestion.bridges.mqtt_server import MqttPlantPublisher
 from ingestion.simulator import PlantSimulator
 from schemas.asset_model import load_plant
@@ -28,13 +29,12 @@ def plant():
 
 
 def _bridge(server, plant, modes, sink, **sparkplug):
-    config = mqtt.MqttBridgeConfig.model_validate({
+    config = MqttConfig.model_validate({
         "broker": {"host": server.host, "port": server.port, "client_id": f"bridge-{time.monotonic_ns()}"},
         "modes": modes, "sparkplug": sparkplug})
     bridge = mqtt.MqttBridge(config, plant, sink)
     bridge.start()
-    assert bridge.wait_connected(10), "the bridge did not connect"
-    time.sleep(0.2)  # SUBACK: subscriptions in place before anything is published
+    assert bridge.wait_connected(10), "the bridge did not subscribe"
     return bridge
 
 
@@ -168,7 +168,7 @@ def test_the_bridge_reconnects_after_the_broker_comes_back(tmp_path, plant):
     sink = RecordingSink()
     entry = plant.sensors[0]
     with running_mosquitto(tmp_path) as first:
-        config = mqtt.MqttBridgeConfig.model_validate({
+        config = MqttConfig.model_validate({
             "broker": {"host": first.host, "port": first.port, "client_id": "bridge-reconnect",
                        "reconnect_min_s": 1, "reconnect_max_s": 2}, "modes": ["uns"]})
         bridge = mqtt.MqttBridge(config, plant, sink)
