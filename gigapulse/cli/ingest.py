@@ -146,10 +146,10 @@ def _serve_mqtt(plant_name: str, host: str, port: int, seed: int, start, seconds
     from schemas.asset_model import load_plant
 
     plant = load_plant(plant_name)
-    console.print(f"publishing {plant.name} as {'Sparkplug B' if fmt == 'sparkplug' else 'UNS JSON'} into the "
-                  f"MQTT broker at {host}:{port} for {seconds:g} s (Ctrl-C stops)")
+    what = "Sparkplug B edge nodes" if fmt == "sparkplug" else "UNS JSON"
     try:
-        stats = serve_mqtt(plant, seconds, 1.0, seed, start, host, port, mode=fmt)
+        stats = serve_mqtt(plant, seconds, 1.0, seed, start, host, port, mode=fmt, on_connected=lambda: console.print(
+            f"publishing {plant.name} as {what} into the MQTT broker at {host}:{port} for {seconds:g} s (Ctrl-C stops)"))
     except (OSError, ConnectionError) as exc:
         raise UserError(f"no MQTT broker at {host}:{port} ({exc.strerror or exc}): --serve mqtt publishes into a "
                         "broker, it is not one; start Mosquitto (docs/connectors.md)") from None

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -242,13 +242,18 @@ def _now_ms() -> int:
 
 
 def serve_mqtt(plant: Plant, seconds: float, speed: float | None, seed: int, start: Any, host: str, port: int,
-               mode: Literal["sparkplug", "uns"] = "sparkplug", qos: int = 1) -> PublishStats:
-    """Run the simulated plant for ``seconds`` and publish it (``gigapulse simulate --serve mqtt``)."""
+               mode: Literal["sparkplug", "uns"] = "sparkplug", qos: int = 1,
+               on_connected: Callable[[], None] | None = None) -> PublishStats:
+    """Run the simulated plant for ``seconds`` and publish it (``gigapulse simulate --serve mqtt``).
+
+    ``on_connected`` is called once the broker accepted the publisher (and the births went out)."""
     from ingestion.pipeline import paced
     from ingestion.simulator import PlantSimulator
 
     sim = PlantSimulator(plant, seed=seed, start=start)
     pub = MqttPlantPublisher(plant, host, port, mode=mode, qos=qos)
+    if on_connected is not None:
+        on_connected()
     try:
         for tick in paced(sim.run(seconds), sim.start, speed):
             pub.publish_frames(tick.frames)
