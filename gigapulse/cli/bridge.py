@@ -104,21 +104,15 @@ def health_cmd(
 ):
     """Ask a bridge's health endpoint; exit 0 if it is ready (or live), 1 if not. One line: state and counters."""
     import json
-    import urllib.error
-    import urllib.request
 
+    from gigapulse.cli.common import fetch_status
     from ingestion.bridges.settings import BridgeSettings
     from ingestion.bridges.sink import summary_line
 
     port = port or BridgeSettings().health_port
     if port is None:
         raise UserError("no health port: give --port or set GIGAPULSE_BRIDGE_HEALTH_PORT (as the bridge has it)")
-    url = f"http://{host}:{port}/status"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            doc = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise UserError(f"no bridge answers at {url}: {getattr(exc, 'reason', exc)}") from None
+    url, doc = fetch_status(host, port, "bridge", timeout)
     if "bridge" not in doc:
         raise UserError(f"{url} is not a bridge's health endpoint (a stream worker's? see `gigapulse health`)")
     out.print(json.dumps(doc, indent=2) if as_json else summary_line(doc), markup=False, highlight=False)
