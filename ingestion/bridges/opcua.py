@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import yaml
 from asyncua import Client, ua
@@ -63,6 +63,11 @@ _MS = 1_000  # microseconds per millisecond
 
 class OpcUaConfigError(ValueError):
     """A bridge configuration that cannot be used; the message is one line naming the field."""
+
+
+class OpcUaRefused(OpcUaConfigError):
+    """The server refused the bridge's first session for a reason retrying cannot fix (certificate,
+    security mode or policy, identity): one line saying why, instead of retrying forever."""
 
 
 class ReadingSink(Protocol):
@@ -265,8 +270,7 @@ def to_ms(ts: datetime) -> int:
 Kind = Literal["reading", "gap", "waiting", "wrong_type"]
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """What one data change means for the sink."""
 
     kind: Kind
@@ -476,6 +480,10 @@ class OpcUaBridge:
             log.warning("OPC UA session with %s failed: %s", self.cfg.endpoint, self.stats.last_error)
             if isinstance(exc, OpcUaConfigError):
                 raise
+            if self.stats.sessions == 0 and is_refusal(exc):
+                # never connected yet: a wrong certificate, mode or password will not fix itself; once a
+                # session has worked, the same error is retried (the server may be mid-restart)
+                raise OpcUaRefused(f"{self.cfg.endpoint} refused the bridge: {self.stats.last_error}") from None
         finally:
             self.ready.clear()
             self.stats.connected = False
@@ -647,11 +655,26 @@ async def _application_uri(cert_path: Path) -> str:
     return uris[0]
 
 
+_REFUSALS = ("BadCertificate", "BadSecurity", "BadIdentityToken", "BadUserAccessDenied", "BadNoValidCertificates")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """A connect error that is the server saying no (security, identity), not a network failure."""
+    if isinstance(exc, ua.UaStatusCodeError):
+        return ua.StatusCode(exc.code).name.startswith(_REFUSALS)
+    return isinstance(exc, ua.UaError) and str(exc).startswith("No matching endpoints")
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failed connect or a lost session (asyncua's errors are often bare status names)."""
     if isinstance(exc, ua.UaStatusCodeError):
         code = ua.StatusCode(exc.code)
         return f"{code.name}: {code.doc}" if code.doc else code.name
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, ua.UaError) and text.startswith("No matching endpoints"):
+        mode, _, policy = text.removeprefix("No matching endpoints:").partition(",")
+        names = {str(int(m)): m.name.rstrip("_") for m in ua.MessageSecurityMode}
+        return (f"the server offers no endpoint with security mode {names.get(mode.strip(), mode.strip())} "
+                f"and policy {policy.strip().rsplit('#', 1)[-1]}")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
