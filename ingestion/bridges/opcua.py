@@ -678,3 +678,23 @@ def describe_error(exc: BaseException) -> str:
                 f"and policy {policy.strip().rsplit('#', 1)[-1]}")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
+
+
+def run_bridge(file: OpcUaBridgeFile, plant: Plant, sink: ReadingSink, credentials: Credentials | None = None,
+               duration_s: float | None = None) -> OpcUaStats:
+    """``gigapulse bridge opcua``: run until SIGINT/SIGTERM (or ``duration_s``); the caller closes the sink.
+
+    Raises :class:`OpcUaRefused` when the server refuses the very first session.
+    """
+    import signal
+
+    async def main() -> OpcUaStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration_s is not None:
+            loop.call_later(duration_s, stop.set)
+        return await OpcUaBridge(file.opcua, plant, sink, credentials).run(stop)
+
+    return asyncio.run(main())

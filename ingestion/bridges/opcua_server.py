@@ -302,3 +302,28 @@ async def serve_simulation(server: PlantServer, seconds: float, speed: float | N
                 await asyncio.sleep(0.05)
         thread.join()
     return written
+
+
+def run_server(plant: Plant, seconds: float, speed: float | None, seed: int, start: datetime, *,
+               host: str = "0.0.0.0", port: int = 4840, sensors: Iterable[str] | None = None,
+               security: ServerSecurity | None = None, wall_clock: bool = False) -> int:
+    """``gigapulse simulate --serve opcua``: serve the simulated plant until ``seconds`` or SIGINT/SIGTERM.
+
+    ``sensors`` defaults to the plant's OPC UA sensors (all of the reference plant, 18 of the legacy
+    one). Returns the number of samples published.
+    """
+    import signal
+
+    chosen = list(sensors) if sensors is not None else [e.sensor_id for e in plant.sensors
+                                                           if e.protocol == "opcua"]
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with PlantServer(plant, chosen, host=host, port=port, security=security) as server:
+            log.info("serving %d sensors of plant %s on %s", len(chosen), plant.name, server.endpoint)
+            return await serve_simulation(server, seconds, speed, seed, start, wall_clock=wall_clock, stop=stop)
+
+    return asyncio.run(main())
