@@ -102,7 +102,7 @@ async def _serve(args: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- one run
 
 async def _one_run(opts: OpcUaBenchOptions) -> dict[str, Any]:
-    from ingestion.bridges.opcua import OpcUaBridge, OpcUaSettings
+    from ingestion.bridges.opcua import OpcUaBridge, OpcUaConfig
     from schemas.asset_model import load_plant
 
     plant = load_plant("reference")
@@ -118,7 +118,7 @@ async def _one_run(opts: OpcUaBenchOptions) -> dict[str, Any]:
         if line.strip() != "ready":
             raise BenchError(f"the OPC UA server did not start: {output_tail(child.stderr.read())}")
         sink = CountingSink()
-        cfg = OpcUaSettings(endpoint=f"opc.tcp://127.0.0.1:{port}/gigapulse/", browse_root="ref",
+        cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{port}/gigapulse/", browse_root="ref",
                             publishing_interval_ms=opts.publishing_interval_ms, batch_size=opts.batch_size,
                             reconnect_initial_s=0.5, reconnect_max_s=2.0)
         bridge = OpcUaBridge(cfg, plant, sink)

@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -77,13 +78,12 @@ class ReadingSink(Protocol):
     def reject(self, reason: Reason, detail: str, payload: bytes = b"", key: str | None = None) -> None: ...
     def gap(self, sensor_ids: list[str], ts_ms: int, reason: Reason, detail: str, payload: bytes = b"") -> None: ...
     def mark_bad(self, sensor_ids: list[str], ts_ms: int) -> None: ...
-    def flush(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- configuration
 
-class OpcUaSettings(BaseModel):
-    """The ``opcua:`` section of a bridge file (``gigapulse bridge config --protocol opcua`` writes one).
+class OpcUaConfig(BaseModel):
+    """``gigapulse bridge opcua``'s file (``gigapulse bridge config --protocol opcua`` writes one).
 
     Credentials never appear in the file: ``username_env``/``password_env`` name environment
     variables and ``password_file`` a file (a Docker secret) holding them.
@@ -91,6 +91,9 @@ class OpcUaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    plant: str = "reference"
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    kind: Literal["opcua"] = "opcua"
     endpoint: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$")
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
@@ -114,10 +117,9 @@ class OpcUaSettings(BaseModel):
     watchdog_s: float = Field(1.0, gt=0)
     reconnect_initial_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
-    flush_interval_s: float = Field(0.2, gt=0)
 
     @model_validator(mode="after")
-    def _consistent(self) -> OpcUaSettings:
+    def _consistent(self) -> OpcUaConfig:
         if bool(self.nodes) == bool(self.browse_root):
             raise ValueError("give either nodes (a list of node ids) or browse_root (a folder path or node id), "
                              "not both and not neither")
@@ -133,17 +135,6 @@ class OpcUaSettings(BaseModel):
         return self
 
 
-class OpcUaBridgeFile(BaseModel):
-    """A whole ``gigapulse bridge opcua --config FILE`` file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    protocol: Literal["opcua"] = "opcua"
-    plant: str = "reference"
-    name: str = Field("opcua", pattern=r"^[A-Za-z0-9_.\-]+$")
-    opcua: OpcUaSettings
-
-
 def _one_line(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
@@ -151,17 +142,17 @@ def _one_line(exc: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
 
 
-def parse_config(raw: object, source: str = "config") -> OpcUaBridgeFile:
+def parse_config(raw: object, source: str = "config") -> OpcUaConfig:
     """Validate a loaded bridge file; :class:`OpcUaConfigError` in one line otherwise."""
     if not isinstance(raw, dict):
-        raise OpcUaConfigError(f"{source}: expected a mapping with an opcua: section")
+        raise OpcUaConfigError(f"{source}: expected a mapping of settings at the top level")
     try:
-        return OpcUaBridgeFile.model_validate(raw)
+        return OpcUaConfig.model_validate(raw)
     except ValidationError as exc:
         raise OpcUaConfigError(_one_line(exc, source)) from None
 
 
-def load_config(path: Path) -> OpcUaBridgeFile:
+def load_config(path: Path) -> OpcUaConfig:
     """Read and validate a bridge YAML file."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
@@ -180,49 +171,45 @@ class Credentials:
     password: SecretStr | None
 
 
-def read_credentials(cfg: OpcUaSettings, env: dict[str, str] | None = None) -> Credentials | None:
+def read_credentials(cfg: OpcUaConfig, env: dict[str, str] | None = None) -> Credentials | None:
     """The credentials the settings point to, from the environment or a secret file."""
     env = dict(os.environ) if env is None else env
     if not cfg.username_env:
         return None
     user = env.get(cfg.username_env)
     if not user:
-        raise OpcUaConfigError(f"opcua.username_env: environment variable {cfg.username_env} is not set")
+        raise OpcUaConfigError(f"username_env: environment variable {cfg.username_env} is not set")
     password: str | None = None
     if cfg.password_env:
         password = env.get(cfg.password_env)
         if password is None:
-            raise OpcUaConfigError(f"opcua.password_env: environment variable {cfg.password_env} is not set")
+            raise OpcUaConfigError(f"password_env: environment variable {cfg.password_env} is not set")
     elif cfg.password_file:
         try:
             password = Path(cfg.password_file).read_text().rstrip("\r\n")
         except OSError as exc:
-            raise OpcUaConfigError(f"opcua.password_file: cannot read {cfg.password_file} "
+            raise OpcUaConfigError(f"password_file: cannot read {cfg.password_file} "
                                    f"({exc.strerror or exc})") from None
     return Credentials(user, SecretStr(password) if password is not None else None)
 
 
-def generate_config(plant: Plant, endpoint: str = "opc.tcp://127.0.0.1:4840/gigapulse/",
-                    browse: bool = False) -> str:
-    """A bridge file for a plant's OPC UA sensors, from its asset model.
+def opcua_config(plant: Plant, sensors: list, plant_ref: str, endpoint: str | None = None,
+                 browse: bool = False) -> dict:
+    """A bridge configuration for ``sensors`` of a plant, from the asset model.
 
     Node ids are written with the namespace URI (``nsu=urn:gigapulse:<site>;s=<sensor_id>``), so the
     file stays right when the server gives the namespace another index. ``browse=True`` writes a
     browse root (the site's folder) instead of the list.
     """
     site = plant.template.site
-    section: dict = {"endpoint": endpoint, "security_mode": "None"}
+    doc: dict = {"kind": "opcua", "plant": plant_ref,
+                 "endpoint": endpoint or "opc.tcp://127.0.0.1:4840/gigapulse/", "security_mode": "None"}
     if browse:
-        section["browse_root"] = site
+        doc["browse_root"] = site
     else:
-        section["nodes"] = [f"nsu={namespace_uri(site)};s={e.sensor_id}" for e in plant.sensors
-                            if e.protocol == "opcua"]
-    section.update(publishing_interval_ms=500.0, queue_size=50, batch_size=500)
-    doc = {"protocol": "opcua", "plant": plant.name, "name": f"opcua-{plant.name}", "opcua": section}
-    head = (f"# OPC UA bridge for plant {plant.name}: gigapulse bridge opcua --config FILE\n"
-            "# security_mode Sign or SignAndEncrypt also needs certificate and private_key (gigapulse bridge certs);\n"
-            "# credentials only through username_env and password_env or password_file.\n")
-    return head + yaml.safe_dump(doc, sort_keys=False, width=200)
+        doc["nodes"] = [f"nsu={namespace_uri(site)};s={e.sensor_id}" for e in sensors]
+    doc.update(publishing_interval_ms=500.0, queue_size=50, batch_size=500)
+    return doc
 
 
 # --------------------------------------------------------------------------- the address scheme, pure
@@ -350,7 +337,7 @@ class _Changes:
 class OpcUaBridge:
     """Runs sessions against one server until stopped, reconnecting with backoff."""
 
-    def __init__(self, cfg: OpcUaSettings, plant: Plant, sink: ReadingSink, credentials: Credentials | None = None):
+    def __init__(self, cfg: OpcUaConfig, plant: Plant, sink: ReadingSink, credentials: Credentials | None = None):
         self.cfg = cfg
         self.plant = plant
         self.sink = sink
@@ -396,29 +383,17 @@ class OpcUaBridge:
 
     async def run(self, stop: asyncio.Event) -> OpcUaStats:
         """Keep a subscribed session until ``stop`` is set; returns the counters."""
-        flusher = asyncio.create_task(self._flush_loop(stop))
         delay = self.cfg.reconnect_initial_s
-        try:
-            while not stop.is_set():
-                started = await self._session(stop)
-                if stop.is_set():
-                    break
-                if started:
-                    delay = self.cfg.reconnect_initial_s  # a session that got going resets the backoff
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, self.cfg.reconnect_max_s)
-        finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await asyncio.to_thread(self.sink.flush)
-        return self.stats
-
-    async def _flush_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(self.cfg.flush_interval_s)
-            await asyncio.to_thread(self.sink.flush)
+            started = await self._session(stop)
+            if stop.is_set():
+                break
+            if started:
+                delay = self.cfg.reconnect_initial_s  # a session that got going resets the backoff
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self.cfg.reconnect_max_s)
+        return self.stats
 
     async def _client(self) -> Client:
         cfg = self.cfg
@@ -506,7 +481,7 @@ class OpcUaBridge:
                 try:
                     nid = parse_node_id(text, namespaces)
                 except ValueError as exc:
-                    raise OpcUaConfigError(f"opcua.nodes: {exc}") from None
+                    raise OpcUaConfigError(f"nodes: {exc}") from None
                 if nid is None:
                     self._unmapped.append(text)
                 else:
@@ -585,7 +560,7 @@ async def resolve_browse_root(client: Client, root: str, ns: int, namespaces: li
     if root.startswith(("ns=", "nsu=", "i=", "s=")):
         nid = parse_node_id(root, namespaces)
         if nid is None:
-            raise OpcUaConfigError(f"opcua.browse_root: namespace of {root!r} is not on the server")
+            raise OpcUaConfigError(f"browse_root: namespace of {root!r} is not on the server")
         return nid
     names = [p for p in root.strip("/").split("/") if p]
     if not names:
@@ -597,7 +572,7 @@ async def resolve_browse_root(client: Client, root: str, ns: int, namespaces: li
                          RelativePath=ua.RelativePath(Elements=elements))
     result = (await client.uaclient.translate_browsepaths_to_nodeids([path]))[0]
     if not result.StatusCode.is_good() or not result.Targets:
-        raise OpcUaConfigError(f"opcua.browse_root: {root!r} is not a folder path on the server "
+        raise OpcUaConfigError(f"browse_root: {root!r} is not a folder path on the server "
                                f"({result.StatusCode.name})")
     return result.Targets[0].TargetId
 
@@ -651,7 +626,7 @@ async def _application_uri(cert_path: Path) -> str:
     except x509.ExtensionNotFound:
         uris = []
     if not uris:
-        raise OpcUaConfigError(f"opcua.certificate: {cert_path} has no application URI in its SubjectAltName")
+        raise OpcUaConfigError(f"certificate: {cert_path} has no application URI in its SubjectAltName")
     return uris[0]
 
 
@@ -680,21 +655,26 @@ def describe_error(exc: BaseException) -> str:
 
 
 
-def run_bridge(file: OpcUaBridgeFile, plant: Plant, sink: ReadingSink, credentials: Credentials | None = None,
-               duration_s: float | None = None) -> OpcUaStats:
-    """``gigapulse bridge opcua``: run until SIGINT/SIGTERM (or ``duration_s``); the caller closes the sink.
+def run_opcua(config: OpcUaConfig, sink: ReadingSink, stop: threading.Event) -> None:
+    """``gigapulse bridge opcua``'s runner: bridge until ``stop`` is set (the caller owns the sink).
 
-    Raises :class:`OpcUaRefused` when the server refuses the very first session.
+    Raises :class:`OpcUaRefused` when the server refuses the very first session, and
+    :class:`OpcUaConfigError` for credentials the environment lacks.
     """
-    import signal
+    from schemas.asset_model import load_plant
 
-    async def main() -> OpcUaStats:
-        stop = asyncio.Event()
+    credentials = read_credentials(config)
+    plant = load_plant(config.plant)
+
+    async def main() -> None:
+        done = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if duration_s is not None:
-            loop.call_later(duration_s, stop.set)
-        return await OpcUaBridge(file.opcua, plant, sink, credentials).run(stop)
+        waiter = loop.run_in_executor(None, stop.wait)
+        waiter.add_done_callback(lambda _: done.set())
+        try:
+            stats = await OpcUaBridge(config, plant, sink, credentials).run(done)
+        finally:
+            stop.set()  # a bridge that ended on its own releases the waiting thread
+        log.info("opcua bridge stopped: %s", stats.to_dict())
 
-    return asyncio.run(main())
+    asyncio.run(main())

@@ -41,6 +41,7 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.bridges.certs import SERVER_APPLICATION_URI
 from schemas.asset_model import Plant
@@ -302,6 +303,40 @@ async def serve_simulation(server: PlantServer, seconds: float, speed: float | N
                 await asyncio.sleep(0.05)
         thread.join()
     return written
+
+
+class OpcUaServeSettings(BaseSettings):
+    """How ``gigapulse simulate --serve opcua`` secures its endpoints. Environment: ``GIGAPULSE_OPCUA_SERVE_*``.
+
+    ``security_modes``: comma-separated, of None, Sign, SignAndEncrypt. ``cert_dir``: a folder written by
+    ``gigapulse bridge certs --out DIR`` (its ``server.der``, ``server.key.pem`` and ``trusted-clients/``);
+    needed for Sign and SignAndEncrypt.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GIGAPULSE_OPCUA_SERVE_", frozen=True)
+
+    security_modes: str = "None"
+    cert_dir: Path | None = None
+
+    def security(self) -> ServerSecurity:
+        modes = tuple(m.strip() for m in self.security_modes.split(",") if m.strip())
+        d = self.cert_dir
+        if d is None:
+            return ServerSecurity(modes=modes)  # type: ignore[arg-type]
+        trusted = d / "trusted-clients"
+        return ServerSecurity(modes=modes, cert=d / "server.der", key=d / "server.key.pem",  # type: ignore[arg-type]
+                              trusted_clients=trusted if trusted.is_dir() else None)
+
+
+def serve_plant(plant_name: str, host: str, port: int, seed: int, start: datetime, seconds: float) -> int:
+    """``gigapulse simulate --serve opcua``: the plant's OPC UA sensors in real time, until ``seconds`` or
+    SIGINT/SIGTERM; security from :class:`OpcUaServeSettings`. Returns the samples published."""
+    from schemas.asset_model import load_plant
+
+    plant = load_plant(plant_name)
+    wall_clock = abs(datetime.now(UTC).timestamp() - start.timestamp()) < 5
+    return run_server(plant, seconds, 1.0, seed, start, host=host, port=port,
+                      security=OpcUaServeSettings().security(), wall_clock=wall_clock)
 
 
 def run_server(plant: Plant, seconds: float, speed: float | None, seed: int, start: datetime, *,

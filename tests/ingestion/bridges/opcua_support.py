@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ingestion.bridges.opcua import OpcUaBridge, OpcUaSettings
+from ingestion.bridges.opcua import OpcUaBridge, OpcUaConfig
 from ingestion.bridges.opcua_server import PlantServer, ServerSecurity
 from schemas.asset_model import load_plant
 from tests.conftest import free_port
@@ -67,11 +67,11 @@ async def served(sensor_ids: list[str] | None, port: int | None = None,
         await server.stop()
 
 
-def settings(server: PlantServer, **kw) -> OpcUaSettings:
+def settings(server: PlantServer, **kw) -> OpcUaConfig:
     base = dict(endpoint=server.endpoint, browse_root="ref", publishing_interval_ms=100,
                 reconnect_initial_s=0.2, reconnect_max_s=1.0, watchdog_s=0.5)
     base.update(kw)
-    return OpcUaSettings(**base)
+    return OpcUaConfig(**base)
 
 
 @contextlib.asynccontextmanager
