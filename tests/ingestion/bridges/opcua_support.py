@@ -103,3 +103,34 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+class ServerThread:
+    """A :class:`PlantServer` on its own event loop in a thread, for tests whose bridge is another process
+    (the CLI) or whose main thread blocks (Kafka reads). ``call(coro)`` runs a coroutine on that loop."""
+
+    def __init__(self, sensor_ids: list[str] | None, port: int | None = None,
+                 security: ServerSecurity | None = None):
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="opcua-test-server", daemon=True)
+        self._thread.start()
+        self.server = PlantServer(PLANT, sensor_ids, port=port or free_port(), security=security)
+        self.call(self.server.start())
+
+    def call(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def write(self, sensor_id: str, value: float | None, ts_ms: int, quality: int = 0, status: int | None = None):
+        return self.call(self.server.write(sensor_id, value, ts_ms, quality, status))
+
+    def stop(self) -> None:
+        self.call(self.server.stop())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
