@@ -29,7 +29,8 @@ with the time of the loss), as OPC UA clients show the last value with a Bad sta
 connection is down; the next good value after reconnecting ends it. Then the bridge reconnects
 with exponential backoff (``reconnect_initial_s`` doubling up to ``reconnect_max_s``), creating a new
 session, resolving the nodes again (a restarted server may have other namespace indexes) and
-subscribing again; the new monitored items deliver each node's current value first, then every
+subscribing again; the new monitored items deliver each node's current value first (dropped, and
+counted as ``repeats``, when it is the very sample already passed on before the loss), then every
 change. Changes made while no session existed are not recovered (the server keeps no history
 for us); a session that survives a short network drop is not reused either, which keeps one path.
 """
@@ -306,6 +307,7 @@ class OpcUaStats:
     waiting: int = 0
     wrong_type: int = 0
     marked_bad: int = 0
+    repeats: int = 0
     subscribe_s: float = 0.0
     last_error: str = ""
     #: Data changes per sensor, for tests and the bench (not on /status: 1,000 entries).
@@ -347,6 +349,8 @@ class OpcUaBridge:
         self._sensor_ids = plant.by_id.keys()
         self._handles: dict[int, str] = {}
         self._subscribed: list[str] = []
+        #: Per sensor, the last sample passed on (kind, source time, value, status), across sessions.
+        self._last_seen: dict[str, tuple] = {}
         self.ready = asyncio.Event()  # set while a session is subscribed (tests wait on it)
 
     # -- per change, on the event loop: cheap, no awaits
@@ -360,6 +364,14 @@ class OpcUaBridge:
         st.per_sensor[sid] = st.per_sensor.get(sid, 0) + 1
         now_ms = int(time.time() * 1000)
         s = interpret(item.Value, now_ms)
+        if s.kind in ("reading", "gap"):
+            seen = (s.kind, s.ts_ms, s.value, s.status)
+            if self._last_seen.get(sid) == seen:
+                # a new monitored item's first notification is the node's current value: after a reconnect
+                # to a server that kept it, that sample was already sent
+                st.repeats += 1
+                return
+            self._last_seen[sid] = seen
         if s.kind == "reading":
             st.readings += 1
             self.sink.reading(sid, s.ts_ms, s.value, s.quality)

@@ -293,6 +293,8 @@ def test_server_restart_marks_bad_reconnects_and_misses_nothing_after():
                 await asyncio.sleep(1.5)  # a few failed attempts with backoff
                 assert bridge.stats.connect_failures >= 2
                 async with served(ids, port=port) as again:
+                    for i, sid in enumerate(ids):  # a server that kept its values: nothing to send again
+                        await again.write(sid, float(i), T0_MS)
                     await until(lambda: bridge.stats.sessions == 2 and bridge.ready.is_set(), 20,
                                 "the bridge back")
                     sent = []
@@ -304,7 +306,7 @@ def test_server_restart_marks_bad_reconnects_and_misses_nothing_after():
                     await until(lambda: len(sink.readings) >= len(ids) + len(sent), what="every change after")
                     await asyncio.sleep(0.3)
             assert sorted(sink.readings[len(ids):]) == sorted(sent)
-            assert bridge.stats.reconnects == 1
+            assert bridge.stats.reconnects == 1 and bridge.stats.repeats == len(ids)
 
     asyncio.run(scenario())
 
