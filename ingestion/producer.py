@@ -187,6 +187,23 @@ class PlantProducer:
         self.stats.dead_letters += 1
         self._send(topic, (letter.source_topic or letter.stage).encode(), encode(letter))
 
+    def partitions_for(self, topic: str) -> set[int]:
+        """The topic's partitions, fetching its metadata now (blocks up to the delivery timeout).
+
+        A send to a topic whose metadata the client has not fetched yet waits inside ``send`` for it; a
+        caller that must not block there (the bridges) fetches it once up front.
+        """
+        return self._producer.partitions_for(topic)
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes):
+        """Send bytes and return kafka-python's future, without this class's bookkeeping.
+
+        For callers that keep their own ledger of what was acknowledged and send again what failed (the
+        bridges' disk buffer): a failure here is not counted in :attr:`stats`, so it neither stops later
+        sends nor makes :meth:`close` raise. Durability is the same (acks=all, idempotence).
+        """
+        return self._producer.send(topic, key=key, value=value)
+
     def flush(self, timeout: float | None = None) -> None:
         """Block until every send so far is acknowledged or has failed for good."""
         self._producer.flush(timeout=timeout)

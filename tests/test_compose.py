@@ -127,6 +127,21 @@ def test_stream_workers_serve_health_and_are_checked_with_it(services, monkeypat
     assert "ports" not in worker, "replicas cannot share a published host port"
 
 
+def test_bridges_are_opt_in_and_keep_their_buffer(services):
+    """The factory connectors need a plant to talk to: a profile, so `docker compose up` leaves them out."""
+    from ingestion.bridges.settings import BridgeSettings
+
+    bridges = {name: svc for name, svc in services.items() if name.startswith(("bridge-", "plant-"))}
+    assert {"bridge-modbus", "plant-modbus"} <= set(bridges)
+    for name, svc in bridges.items():
+        assert svc.get("profiles") == ["bridges"], name
+    bridge = services["bridge-modbus"]
+    settings = BridgeSettings(**{k.removeprefix("GIGAPULSE_BRIDGE_").lower(): v
+                                 for k, v in bridge["environment"].items() if k.startswith("GIGAPULSE_BRIDGE_")})
+    assert any(v.endswith(f":{settings.buffer_dir}") and not v.startswith((".", "/")) for v in bridge["volumes"])
+    assert settings.health_port is not None and settings.health_host == "0.0.0.0"
+
+
 def test_kafka_is_single_node_kraft_with_a_healthcheck(services):
     kafka = services["kafka"]
     assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}", "compose and `gigapulse broker` run one Kafka"

@@ -6,7 +6,9 @@ stream workers' checkpoints have passed the leave event and every reading that w
 the event was read (checkpoint files, no query). Then it computes the cell's features with
 :func:`transforms.batch.cell_features.cell_features`, the function that builds the training set,
 scores them with the champion of the model registry, lands the row in ``cell_risk`` and publishes
-it to ``features.cell_risk.v1``.
+it to ``features.cell_risk.v1``. The sums of upstream visits (an electrode roll's coating, a slurry
+batch's mixing) are kept for the scorer's life (:class:`~transforms.batch.cell_features.VisitCache`),
+so each cell after the first of its rolls reads only its own stacking and filling.
 
 Exactly once into the lake, the stream's way (:mod:`transforms.lake`, :mod:`transforms.checkpoint`):
 what it scored of records ``first..last`` of an events partition becomes one file named by that
@@ -108,6 +110,10 @@ class Scorer:
         self._consumer = None
         self._producer = None
         self._readings_parts = None
+        from transforms.batch.cell_features import VisitCache
+
+        #: Sums of the upstream visits (rolls, batches) already read: each cell then reads its own.
+        self.visits = VisitCache(settings.visit_cache)
 
     # ----------------------------------------------------------------- Kafka side
 
@@ -220,7 +226,7 @@ class Scorer:
         cells = [c for c, _ in ready]
         con = self._connection()
         feats = cell_features(con, min(c.ts for c in cells), max(c.ts for c in cells) + timedelta(microseconds=1),
-                              cells=[c.cell_id for c in cells])
+                              cells=[c.cell_id for c in cells], cache=self.visits)
         found = set(feats.column("cell_id").to_pylist())
         missing = [c for c in cells if c.cell_id not in found]
         if missing:  # the leave event never landed within max_wait_s: scored on no history
@@ -350,6 +356,8 @@ class Scorer:
             self.stats.latencies = []
         if self.stats.computes:
             cells, secs = zip(*self.stats.computes, strict=True)
-            log.info("scorer: %d batches, %.1f cells each; features and score p50 %.2f s, p99 %.2f s",
-                     len(secs), float(np.mean(cells)), float(np.percentile(secs, 50)), float(np.percentile(secs, 99)))
+            log.info("scorer: %d batches, %.1f cells each; features and score p50 %.2f s, p99 %.2f s; "
+                     "visit cache %d streams, %d hits, %d misses",
+                     len(secs), float(np.mean(cells)), float(np.percentile(secs, 50)), float(np.percentile(secs, 99)),
+                     len(self.visits), self.visits.hits, self.visits.misses)
             self.stats.computes = []

@@ -304,6 +304,9 @@ class ScoreSettings(BaseSettings):
     max_batch: int = Field(64, ge=1, le=64, description="Cells scored in one warehouse query (at most 64, "
                            "the few-cells plan of cell_features).")
     publish: bool = Field(True, description="Also publish each score to features.cell_risk.v1.")
+    visit_cache: int = Field(200_000, ge=0, description="Upstream visit streams (a roll's coating, a batch's "
+                             "mixing, per sensor parameter) whose sums are kept for the next cells made from "
+                             "them; 0 reads every cell's whole history.")
     log_every_s: float = Field(30.0, gt=0, description="Seconds between progress lines (with --loglevel info).")
 
 # --------------------------------------------------------------------------- predictive quality (issue #12)

@@ -25,6 +25,7 @@ a naive DuckDB) are in :mod:`~gigapulse.bench.warehouse_peers`. The names the CL
 """
 
 
+from gigapulse.bench.bridges import BridgeBenchOptions, run_bridges
 from gigapulse.bench.freshness import FreshnessOptions, run_freshness
 from gigapulse.bench.harness import BenchError
 from gigapulse.bench.ingest import IngestOptions, run_ingest
@@ -33,5 +34,5 @@ from gigapulse.bench.report import TARGETS, emit
 from gigapulse.bench.stream import StreamOptions, run_stream
 from gigapulse.bench.warehouse import WarehouseOptions, run_warehouse
 
-__all__ = ["TARGETS", "BenchError", "FreshnessOptions", "IngestOptions", "RecoveryOptions", "StreamOptions",
-           "WarehouseOptions", "emit", "run_freshness", "run_ingest", "run_recovery", "run_stream", "run_warehouse"]
+__all__ = ["TARGETS", "BenchError", "BridgeBenchOptions", "FreshnessOptions", "IngestOptions", "RecoveryOptions", "StreamOptions",
+           "WarehouseOptions", "emit", "run_bridges", "run_freshness", "run_ingest", "run_recovery", "run_stream", "run_warehouse"]

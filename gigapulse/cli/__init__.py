@@ -5,7 +5,7 @@ tests exercise is what the stack runs. Errors a user can fix (a bad argument, a 
 missing tool, an unknown plant) are printed as one line on stderr with exit code 2 (usage) or 1,
 never as a traceback; ``GIGAPULSE_DEBUG=1`` shows the traceback for developers.
 
-The commands live in one module per section (``common``, ``broker``, ``topics``, ``ingest``, ``stream``,
+The commands live in one module per section (``common``, ``broker``, ``topics``, ``ingest``, ``bridge``, ``stream``,
 ``sql``, ``report``, ``models``, ``lake``, ``rollup``, ``demo``, ``benchmarks``). :func:`main` imports only
 the section the command line names, so ``gigapulse sql 'SELECT 1'`` starts in a fraction of a second; ``--help`` and ``from
 gigapulse.cli import app`` import them all, in the order ``--help`` lists them (``rollup`` is registered
@@ -42,6 +42,7 @@ _SECTIONS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "gigapulse.cli.broker": (("broker", "broker_app"),),
     "gigapulse.cli.topics": (("topics", "topics_app"), ("schemas", "schemas_app")),
     "gigapulse.cli.ingest": (("simulate", None), ("replay", None)),
+    "gigapulse.cli.bridge": (("bridge", "bridge_app"),),
     "gigapulse.cli.stream": (("stream", None), ("score", None), ("health", None), ("warehouse", None)),
     "gigapulse.cli.sql": (("sql", None),),
     "gigapulse.cli.report": (("report", None),),
@@ -55,7 +56,7 @@ _MODULE_OF_COMMAND = {name: module for module, entries in _SECTIONS.items() for 
 #: Names importable from here, and the section module that defines each.
 _LAZY = {
     "DEMO_QUERIES": "gigapulse.cli.demo", "demo": "gigapulse.cli.demo",
-    "bench_app": "gigapulse.cli.benchmarks", "broker_app": "gigapulse.cli.broker",
+    "bench_app": "gigapulse.cli.benchmarks", "bridge_app": "gigapulse.cli.bridge", "broker_app": "gigapulse.cli.broker",
     "health": "gigapulse.cli.stream", "stream": "gigapulse.cli.stream", "score": "gigapulse.cli.stream", "warehouse": "gigapulse.cli.stream",
     "jobs_app": "orchestration.cli", "replay": "gigapulse.cli.ingest", "run_simulation": "gigapulse.cli.ingest",
     "simulate": "gigapulse.cli.ingest", "schemas_app": "gigapulse.cli.topics", "topics_app": "gigapulse.cli.topics",
@@ -65,7 +66,7 @@ _LAZY = {
 _loaded: set[str] = set()
 
 __all__ = ["DEMO_QUERIES", "UserError", "_OutageThrottle", "_closed_client_close_race", "_closed_client_refresh",
-           "_routine_to_info", "_setup_logging", "app", "bench_app", "broker_app", "console", "demo", "health",
+           "_routine_to_info", "_setup_logging", "app", "bench_app", "bridge_app", "broker_app", "console", "demo", "health",
            "jobs_app", "lake_app", "log", "main", "models_app", "out", "replay", "report", "rollup", "run_simulation",
            "schemas_app", "score", "simulate", "sql", "stream", "topics_app", "warehouse"]
 

@@ -70,6 +70,28 @@ def bench_stream(
     bench.emit(bench.run_stream(opts), out)
 
 
+bridges_app = typer.Typer(help="Benchmarks of the factory connectors (docs/connectors.md).", no_args_is_help=True)
+bench_app.add_typer(bridges_app, name="bridges")
+
+
+@bridges_app.command("modbus")
+def bench_bridges_modbus(
+    runs: RunsOpt = 1,
+    blocks: Annotated[int, typer.Option(min=1, max=10_000, help="Register blocks (10 registers each) polled.")] = 100,
+    rate: Annotated[float, typer.Option(min=0.1, max=100, help="Polls per second of each block.")] = 10.0,
+    duration: Annotated[str, typer.Option(help="Measured time per run (after a 3 s warm-up).")] = "30s",
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/bridges-modbus.json"),
+):
+    """Modbus poller: achieved polls/s and the poll interval's jitter against the simulated plant's server."""
+    from gigapulse import bench
+    from ingestion.pipeline import parse_duration
+
+    opts = bench.BridgeBenchOptions(runs=runs, blocks=blocks, rate_hz=rate, seed=seed,
+                                    duration_s=_parse(parse_duration, duration, "--duration"))
+    bench.emit(bench.run_bridges(opts), out)
+
+
 @bench_app.command("freshness")
 def bench_freshness(
     runs: RunsOpt = 3,

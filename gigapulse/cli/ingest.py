@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +23,7 @@ from gigapulse.cli.common import (
     _progress,
     _reachable,
     app,
+    console,
     out,
 )
 
@@ -64,17 +67,33 @@ def simulate(
                                                         "Parquet file: ground truth for evaluating predictive "
                                                         "quality, never sent to Kafka.")] = None,
     bootstrap: BootstrapOpt = None,
+    serve: Annotated[str | None, typer.Option(help="Serve the plant over a plant protocol instead of sending "
+                                                   "to Kafka: " + ", ".join(SERVERS) + " (real time, until "
+                                                   "--duration ends or Ctrl-C; docs/connectors.md).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65_535, help="Port of --serve (default: the protocol's "
+                                                                     "own, see docs/connectors.md).")] = None,
+    host: Annotated[str, typer.Option(help="Address --serve binds to.")] = "127.0.0.1",
 ):
     """Run the digital twin of a battery plant and stream it into Kafka.
 
     Readings go to plant.readings.v1 (frames keyed by gateway), production events to plant.events.v1,
     the asset model to plant.assets.v1, and anything refused at the edge to plant.dlq.v1 with its reason.
+    With --serve, nothing goes to Kafka: the plant's sensors are served over that protocol at their
+    addresses in the asset model, for a bridge to read (`gigapulse bridge ...`).
     """
     from ingestion.pipeline import parse_duration, parse_speed
 
     seconds = _parse(parse_duration, duration, "--duration")
     pace = _parse(parse_speed, speed, "--speed")
     t0 = _start_time(start)
+    if serve is not None:
+        server = SERVERS.get(serve)
+        if server is None:
+            raise typer.BadParameter(f"{serve!r} is not one of {', '.join(SERVERS)}", param_hint="--serve")
+        from schemas.addresses import SERVE_PORTS
+
+        server(plant, host, port or SERVE_PORTS[serve], seed, t0, seconds)
+        return
     if truth_out is not None:
         _check_writable(truth_out, "--truth-out")
     summary = run_simulation(plant, seconds, pace, seed, t0, fmt.value, inject_faults, _bootstrap(bootstrap),
@@ -85,6 +104,31 @@ def simulate(
     if summary_json:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str) + "\n")
+
+
+def _serve_modbus(plant_name: str, host: str, port: int, seed: int, start, seconds: float) -> None:
+    """The plant's registers over Modbus TCP (``--serve modbus``), until the duration ends or Ctrl-C."""
+    import threading
+
+    from ingestion.bridges.modbus_server import serve_plant
+    from schemas.asset_model import load_plant
+
+    plant = load_plant(plant_name)
+    stop = threading.Event()
+    console.print(f"serving {plant.name} over Modbus TCP on {host}:{port} for {seconds:g} s (Ctrl-C stops)")
+    try:
+        counts = serve_plant(plant, host, port, seed, start, seconds, stop)
+    except OSError as exc:
+        raise UserError(f"cannot serve Modbus TCP on {host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        stop.set()
+        counts = None
+    if counts:
+        out.print(f"served {counts['ticks']:,} ticks ({counts['values']:,} values), {counts['reads']:,} reads")
+
+
+#: ``simulate --serve``: protocol -> server function (plant name, host, port, seed, start, seconds).
+SERVERS: dict[str, Callable[[str, str, int, int, datetime, float], None]] = {"modbus": _serve_modbus}
 
 
 def _check_writable(path: Path, option: str) -> None:

@@ -168,6 +168,30 @@ def test_a_rerun_after_a_lost_checkpoint_rewrites_the_same_rows(scored):
         [(r["cell_id"], r["score"], r["src_offset"]) for r in before]
 
 
+def test_two_scorers_in_one_group_share_the_partitions_and_land_each_cell_once(scored):
+    """Two ``score`` processes started together in a new group, from no checkpoint: whichever owns a
+    partition when, the table ends with each cell once and the same scores."""
+    _, env, data, _, _, _ = scored
+    before = _rows(data)
+    lake = data / "lake"
+    for p in range(3):
+        ckpt.checkpoint_path(lake, SCORED_EVENTS, p).unlink(missing_ok=True)
+    env2 = dict(env, GIGAPULSE_SCORE_PUBLISH="false", GIGAPULSE_SCORE_GROUP_ID="g-two-scorers")
+    procs = [subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "score", "--drain"], env=env2,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    build_catalog(lake, data / "gigapulse.duckdb")
+    after = _rows(data)
+    assert [(r["cell_id"], r["score"], r["features"]) for r in after] == \
+        [(r["cell_id"], r["score"], r["features"]) for r in before]
+
+
 def test_the_simulator_writes_the_truth_of_every_cell_through_the_cli(scored):
     """``simulate --truth-out`` against a real broker: one row per cell that passed the gate."""
     _, _, data, _, truth, _ = scored

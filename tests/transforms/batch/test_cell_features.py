@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.transforms.warehouse.support import START, build_sim_warehouse
-from transforms.batch.cell_features import DIRECT_MAX_CELLS, DRY_ROOM_STAGES, SCALE, cell_features
+from transforms.batch.cell_features import DIRECT_MAX_CELLS, DRY_ROOM_STAGES, SCALE, VisitCache, cell_features
 from transforms.warehouse.reader import connect
 
 SINCE = START - timedelta(hours=1)
@@ -170,6 +170,34 @@ def test_the_few_cells_plan_equals_the_day_plan(table, warehouse):
     for r in rows:
         if r["cell_id"] in got:
             assert got[r["cell_id"]] == r
+
+
+def test_cached_upstream_visits_give_the_same_rows(table, warehouse):
+    """The scorer's cache: cells scored one by one, in gate order, reuse the sums of the rolls and
+    batches they share, and every row is still the day's, bit for bit."""
+    rows = sorted(table.to_pylist(), key=lambda r: (r["gate_ts"], r["cell_id"]))
+    rows = rows[len(rows) // 2:][:40]  # the first cells are made of stock rolls, which have no visits
+    cache = VisitCache()
+    con = connect(warehouse.db)
+    try:
+        got = [cell_features(con, SINCE, UNTIL, cells=[r["cell_id"]], cache=cache).to_pylist()[0] for r in rows]
+    finally:
+        con.close()
+    assert got == rows
+    assert cache.hits > cache.misses > 0  # upstream visits were summed once, then reused
+    assert len(cache) > 0
+
+
+def test_the_cache_forgets_everything_when_a_limit_changes():
+    cache = VisitCache(max_visits=2)
+    cache.check_limits("a")
+    for i in range(3):
+        cache.put(("u", i), (1, 0, 5))
+    assert len(cache) == 2 and cache.get(("u", 0)) is None  # the oldest went first
+    cache.check_limits("a")
+    assert cache.get(("u", 2)) == (1, 0, 5)
+    cache.check_limits("b")
+    assert len(cache) == 0
 
 
 def test_a_day_rebuilds_identically(warehouse, table):

@@ -1,0 +1,303 @@
+"""The Modbus TCP poller: blocks of registers read at their rate, decoded by a register map, into the sink.
+
+The register map is pure: :func:`decode_registers` turns a value's registers into a number for every
+data type (int16, uint16, int32, uint32, float32, float64) and both byte orders (within a register) and
+word orders (of a multi-register value); :func:`encode_value` is its inverse, which the simulated plant's
+server (:mod:`ingestion.bridges.modbus_server`) and the tests use. A point's value is the decoded number
+× scale + offset.
+
+Polling is asyncio with pymodbus's async client: one connection, one task per block on an absolute
+schedule (``start + k × interval``, so a slow poll does not shift every later one), in one thread. Async
+because a Modbus poller is all waiting: a hundred blocks at 10 Hz are a thousand requests a second, each
+a fraction of a millisecond of work, and a timed-out unit must not hold the others' schedule back the way
+a blocking client on one thread would (the client serialises requests on its connection, as Modbus TCP
+devices expect). A poll whose slot passed while the previous one ran is skipped and counted as an overrun.
+
+The gap rule: a poll that fails (an exception response, a timeout, a lost connection) is
+:meth:`BridgeSink.gap` with reason ``source_error`` and the error, for every sensor of the block; while the
+server cannot be reached, the polls not made are one gap per block per ``reconnect_max_s`` (the detail
+says how many and from when to when). A value that does not decode (a NaN or infinite float, a short
+read) is a gap with reason ``bad_payload`` and the registers' bytes. Never a zero, never the last value.
+Timestamps are the poll's start, epoch ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ingestion.bridges.config import REGISTERS, ModbusBlock, ModbusConfig, ModbusPoint
+from schemas.contracts import Reason
+
+log = logging.getLogger(__name__)
+
+_FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f", "float64": ">d"}
+
+
+class DecodeError(ValueError):
+    """Registers that do not hold a usable value of their type (a bad_payload gap)."""
+
+
+def _ordered(regs: Sequence[int], byte_order: str, word_order: str) -> bytes:
+    """The value's bytes most significant first, from registers as the device sent them."""
+    words = list(regs) if word_order == "big" else list(reversed(regs))
+    if byte_order == "little":
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    return b"".join(w.to_bytes(2, "big") for w in words)
+
+
+def decode_registers(regs: Sequence[int], type_: str, byte_order: str = "big", word_order: str = "big") -> float:
+    """The number that ``regs`` hold as ``type_``; DecodeError for a wrong count or a non-finite float."""
+    want = REGISTERS[type_]
+    if len(regs) != want:
+        raise DecodeError(f"{type_} needs {want} register(s), got {len(regs)}")
+    if any(not 0 <= r <= 0xFFFF for r in regs):
+        raise DecodeError(f"register values {list(regs)} are not 16-bit")
+    (value,) = struct.unpack(_FORMATS[type_], _ordered(regs, byte_order, word_order))
+    if not math.isfinite(value):
+        raise DecodeError(f"{type_} registers {' '.join(f'{r:04x}' for r in regs)} hold {value}")
+    return float(value)
+
+
+def encode_value(value: float, type_: str, byte_order: str = "big", word_order: str = "big") -> list[int]:
+    """The registers a device would send for ``value`` as ``type_`` (integers rounded; out of range raises)."""
+    fmt = _FORMATS[type_]
+    raw = struct.pack(fmt, value if type_.startswith("float") else int(round(value)))
+    words = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, len(raw), 2)]
+    if byte_order == "little":
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    return words if word_order == "big" else list(reversed(words))
+
+
+def point_value(point: ModbusPoint, regs: Sequence[int], block_address: int) -> float:
+    """A point's value from its block's registers: decoded × scale + offset."""
+    start = point.address - block_address
+    raw = decode_registers(regs[start:start + point.count], point.type, point.byte_order, point.word_order)
+    value = raw * point.scale + point.offset
+    if not math.isfinite(value):
+        raise DecodeError(f"{raw} × {point.scale} + {point.offset} is not finite")
+    return value
+
+
+def registers_bytes(regs: Sequence[int]) -> bytes:
+    """Registers as the bytes on the wire (a dead letter's payload)."""
+    return b"".join((r & 0xFFFF).to_bytes(2, "big") for r in regs)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class BlockState:
+    """A block's schedule and outcomes; ``starts`` keeps the recent poll start times (monotonic s)."""
+
+    block: ModbusBlock
+    polls: int = 0
+    failed: int = 0
+    overruns: int = 0
+    missed: int = 0
+    missed_first_ms: int | None = None
+    missed_last_ms: int | None = None
+    missed_error: str = ""
+    starts: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    @property
+    def sensors(self) -> list[str]:
+        return [p.sensor for p in self.block.points]
+
+    def describe(self) -> str:
+        b = self.block
+        return f"unit {b.unit} {b.function} registers {b.address}..{b.address + b.count - 1}"
+
+
+class ModbusPoller:
+    """Polls the blocks of one :class:`ModbusConfig` into a sink until stopped."""
+
+    def __init__(self, config: ModbusConfig, sink, client=None):
+        self.config = config
+        self.sink = sink
+        self.blocks = [BlockState(b) for b in config.blocks]
+        self._client = client
+        self._connect_lock: asyncio.Lock | None = None
+        self._next_attempt = 0.0
+        self._backoff = config.reconnect_min_s
+        self._down_since: float | None = None
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+
+    def _make_client(self):
+        from pymodbus.client import AsyncModbusTcpClient
+
+        # retries=0: a failed read is a gap, and the next poll is the retry; reconnect_delay=0: this class
+        # reconnects itself, with its own backoff, so a gap is written for the polls the outage cost.
+        return AsyncModbusTcpClient(self.config.host, port=self.config.port, timeout=self.config.timeout_s,
+                                    retries=0, reconnect_delay=0, name=f"gigapulse-{self.config.host}")
+
+    async def _connected(self) -> tuple[bool, str]:
+        """Whether the client is connected, connecting (with backoff) if it is not and it is time to try."""
+        assert self._connect_lock is not None
+        async with self._connect_lock:
+            if self._client is not None and self._client.connected:
+                return True, ""
+            now = time.monotonic()
+            if now < self._next_attempt:
+                return False, self._last_error
+            if self._client is None:
+                self._client = self._make_client()
+            try:
+                ok = await self._client.connect()
+                error = "" if ok else f"cannot connect to {self.config.host}:{self.config.port}"
+            except Exception as exc:  # noqa: BLE001 - any connect failure waits for the next attempt
+                ok, error = False, f"cannot connect to {self.config.host}:{self.config.port}: {exc}"
+            if ok:
+                if self._down_since is not None:
+                    log.info("modbus %s:%d: connected again after %.1f s", self.config.host, self.config.port,
+                             now - self._down_since)
+                self._down_since = None
+                self._backoff = self.config.reconnect_min_s
+                return True, ""
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("modbus %s:%d: %s; polls are gaps until it answers (next try in %.1f s)",
+                            self.config.host, self.config.port, error, self._backoff)
+            self._next_attempt = now + self._backoff
+            self._backoff = min(self._backoff * 2, self.config.reconnect_max_s)
+            self._last_error = error
+            return False, error
+
+    _last_error = ""
+
+    def _lost(self, reason: str) -> None:
+        """The connection broke: close it, so the next poll reconnects (with backoff)."""
+        if self._client is not None and self._client.connected:
+            log.warning("modbus %s:%d: connection lost (%s)", self.config.host, self.config.port, reason)
+            self._client.close()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def _flush_missed(self, st: BlockState, force: bool = False) -> None:
+        if not st.missed:
+            return
+        if not force and time.time() * 1000 - st.missed_first_ms < self.config.reconnect_max_s * 1000:
+            return
+        self.sink.gap(st.sensors, st.missed_first_ms, Reason.SOURCE_ERROR,
+                      f"{st.describe()}: {st.missed} poll(s) from {_iso(st.missed_first_ms)} to "
+                      f"{_iso(st.missed_last_ms)} not made: {st.missed_error}")
+        st.missed, st.missed_first_ms, st.missed_last_ms = 0, None, None
+
+    async def poll(self, st: BlockState) -> None:
+        """One poll of one block: readings, or a gap with its reason."""
+        b = st.block
+        ts = int(time.time() * 1000)
+        st.polls += 1
+        ok, error = await self._connected()
+        if not ok:
+            st.missed += 1
+            st.missed_first_ms = st.missed_first_ms or ts
+            st.missed_last_ms = ts
+            st.missed_error = error
+            self._flush_missed(st)
+            return
+        self._flush_missed(st, force=True)
+        read = self._client.read_holding_registers if b.function == "holding" else self._client.read_input_registers
+        try:
+            rr = await read(b.address, count=b.count, device_id=b.unit)
+        except Exception as exc:  # noqa: BLE001 - timeouts, I/O and connection errors alike are gaps
+            st.failed += 1
+            self.sink.gap(st.sensors, ts, Reason.SOURCE_ERROR, f"{st.describe()}: {type(exc).__name__}: {exc}")
+            if not self._client.connected:
+                self._lost(str(exc))
+            return
+        if rr.isError():
+            st.failed += 1
+            code = getattr(rr, "exception_code", None)
+            name = _exception_name(code)
+            self.sink.gap(st.sensors, ts, Reason.SOURCE_ERROR, f"{st.describe()}: exception response {code} ({name})")
+            return
+        regs = list(rr.registers)
+        if len(regs) != b.count:
+            st.failed += 1
+            self.sink.gap(st.sensors, ts, Reason.BAD_PAYLOAD,
+                          f"{st.describe()}: {len(regs)} register(s) answered, {b.count} asked", registers_bytes(regs))
+            return
+        for p in b.points:
+            try:
+                value = point_value(p, regs, b.address)
+            except DecodeError as exc:
+                start = p.address - b.address
+                self.sink.gap([p.sensor], ts, Reason.BAD_PAYLOAD, f"unit {b.unit} register {p.address} ({p.type}): "
+                              f"{exc}", registers_bytes(regs[start:start + p.count]))
+                continue
+            self.sink.reading(p.sensor, ts, value)
+
+    async def _block_loop(self, st: BlockState, phase: float) -> None:
+        loop = asyncio.get_running_loop()
+        interval = st.block.interval_s
+        due = loop.time() + phase
+        while not self._stopping:
+            delay = due - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), delay)
+            if self._stopping:
+                break
+            st.starts.append(time.monotonic())
+            await self.poll(st)
+            due += interval
+            behind = loop.time() - due
+            if behind > 0:  # the poll ran past its next slot: skip the slots that passed
+                skipped = int(behind // interval) + 1
+                st.overruns += skipped
+                due += skipped * interval
+
+    async def run(self, stop: threading.Event) -> None:
+        """Poll every block until ``stop`` is set; then write the gaps of polls not made and disconnect."""
+        self._connect_lock = asyncio.Lock()
+        self._stop_event = asyncio.Event()
+        n = len(self.blocks)
+        tasks = [asyncio.create_task(self._block_loop(st, i * min(st.block.interval_s, 1.0) / n))
+                 for i, st in enumerate(self.blocks)]
+        try:
+            while not stop.is_set() and not all(t.done() for t in tasks):
+                await asyncio.sleep(0.05)
+        finally:
+            # A poll under way finishes (its answer is a reading or a gap, not lost), within its timeout.
+            self._stopping = True
+            self._stop_event.set()
+            await asyncio.wait(tasks, timeout=self.config.timeout_s + 1)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for st in self.blocks:
+                self._flush_missed(st, force=True)
+            if self._client is not None:
+                self._client.close()
+        for t in tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()
+
+
+def _exception_name(code: int | None) -> str:
+    from pymodbus.constants import ExcCodes
+
+    try:
+        return ExcCodes(code).name.lower()
+    except (ValueError, TypeError):
+        return "unknown"
+
+
+def run_modbus(config: ModbusConfig, sink, stop: threading.Event) -> None:
+    """``gigapulse bridge modbus``'s runner: poll until ``stop`` is set."""
+    log.info("modbus %s:%d: %d block(s), %d point(s)", config.host, config.port, len(config.blocks),
+             sum(len(b.points) for b in config.blocks))
+    asyncio.run(ModbusPoller(config, sink).run(stop))

@@ -1,0 +1,24 @@
+"""docs/connectors.md keeps up with the code: every bridge setting in its table, with its default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ingestion.bridges.settings import BridgeSettings
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "connectors.md"
+
+
+def test_the_settings_table_lists_every_setting_with_its_default():
+    text = DOC.read_text()
+    table = text[text.index("## Settings"):text.index("## Source addresses")]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", table, re.MULTILINE))
+    assert set(rows) == set(BridgeSettings.model_fields)
+    for name, field in BridgeSettings.model_fields.items():
+        default = field.default
+        if default is None or name == "buffer_dir":
+            continue
+        value = getattr(default, "value", default)
+        shown = f"{value:g}" if isinstance(value, float) else str(value).lower()
+        assert f"`{shown}`" in rows[name], (name, rows[name])
