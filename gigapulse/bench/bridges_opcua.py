@@ -102,7 +102,8 @@ async def _serve(args: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- one run
 
 async def _one_run(opts: OpcUaBenchOptions) -> dict[str, Any]:
-    from ingestion.bridges.opcua import OpcUaBridge, OpcUaConfig
+    from ingestion.bridges.config import OpcUaConfig
+    from ingestion.bridges.opcua import OpcUaBridge
     from schemas.asset_model import load_plant
 
     plant = load_plant("reference")

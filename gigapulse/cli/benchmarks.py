@@ -244,11 +244,6 @@ def bench_scoring(
     bench.emit(report, out)
 
 
-#: ``gigapulse bench bridges <protocol>``: one command per factory connector.
-bridges_app = typer.Typer(help="Factory connector benchmarks (issue #13).", no_args_is_help=True)
-bench_app.add_typer(bridges_app, name="bridges")
-
-
 @bridges_app.command("opcua")
 def bench_bridges_opcua(
     runs: RunsOpt = 1,

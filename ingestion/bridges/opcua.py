@@ -48,12 +48,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol
 
-import yaml
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import SecretStr
 
-from ingestion.bridges.opcua_server import namespace_uri
+from ingestion.bridges.config import BridgeConfigError, OpcUaConfig
+from schemas.addresses import opcua_namespace_uri
 from schemas.asset_model import Plant
 from schemas.contracts import Reason
 
@@ -63,8 +63,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = 1_000  # microseconds per millisecond
 
 
-class OpcUaConfigError(ValueError):
-    """A bridge configuration that cannot be used; the message is one line naming the field."""
+class OpcUaConfigError(BridgeConfigError):
+    """What the configuration points to is not there (an unset environment variable, a browse root the
+    server lacks, a certificate without an application URI): one line naming the field."""
 
 
 class OpcUaRefused(OpcUaConfigError):
@@ -79,89 +80,6 @@ class ReadingSink(Protocol):
     def reject(self, reason: Reason, detail: str, payload: bytes = b"", key: str | None = None) -> None: ...
     def gap(self, sensor_ids: list[str], ts_ms: int, reason: Reason, detail: str, payload: bytes = b"") -> None: ...
     def mark_bad(self, sensor_ids: list[str], ts_ms: int) -> None: ...
-
-
-# --------------------------------------------------------------------------- configuration
-
-class OpcUaConfig(BaseModel):
-    """``gigapulse bridge opcua``'s file (``gigapulse bridge config --protocol opcua`` writes one).
-
-    Credentials never appear in the file: ``username_env``/``password_env`` name environment
-    variables and ``password_file`` a file (a Docker secret) holding them.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    plant: str = "reference"
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,100}$")
-    kind: Literal["opcua"] = "opcua"
-    endpoint: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$")
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
-    certificate: Path | None = None
-    private_key: Path | None = None
-    #: The server's certificate, pinned; without it the one the server's endpoint announces is used.
-    server_certificate: Path | None = None
-    #: A folder of trusted server certificates; with it a server whose certificate is not there is refused.
-    trusted_servers: Path | None = None
-    username_env: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    nodes: list[str] = Field(default_factory=list)
-    browse_root: str | None = None
-    publishing_interval_ms: float = Field(500.0, gt=0)
-    sampling_interval_ms: float = Field(0.0, ge=0)
-    queue_size: int = Field(50, ge=1)
-    batch_size: int = Field(500, ge=1, le=10_000)
-    request_timeout_s: float = Field(10.0, gt=0)
-    session_timeout_s: float = Field(60.0, gt=0)
-    watchdog_s: float = Field(1.0, gt=0)
-    reconnect_initial_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OpcUaConfig:
-        if bool(self.nodes) == bool(self.browse_root):
-            raise ValueError("give either nodes (a list of node ids) or browse_root (a folder path or node id), "
-                             "not both and not neither")
-        if self.security_mode != "None" and (self.certificate is None or self.private_key is None):
-            raise ValueError(f"security_mode {self.security_mode} needs certificate and private_key "
-                             "(gigapulse bridge certs --out DIR makes a pair)")
-        if self.password_env and self.password_file:
-            raise ValueError("give password_env or password_file, not both")
-        if (self.password_env or self.password_file) and not self.username_env:
-            raise ValueError("a password needs username_env too")
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must not be below reconnect_initial_s")
-        return self
-
-
-def _one_line(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}"
-
-
-def parse_config(raw: object, source: str = "config") -> OpcUaConfig:
-    """Validate a loaded bridge file; :class:`OpcUaConfigError` in one line otherwise."""
-    if not isinstance(raw, dict):
-        raise OpcUaConfigError(f"{source}: expected a mapping of settings at the top level")
-    try:
-        return OpcUaConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise OpcUaConfigError(_one_line(exc, source)) from None
-
-
-def load_config(path: Path) -> OpcUaConfig:
-    """Read and validate a bridge YAML file."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise OpcUaConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise OpcUaConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_config(raw, str(path))
 
 
 @dataclass(frozen=True)
@@ -192,25 +110,6 @@ def read_credentials(cfg: OpcUaConfig, env: dict[str, str] | None = None) -> Cre
             raise OpcUaConfigError(f"password_file: cannot read {cfg.password_file} "
                                    f"({exc.strerror or exc})") from None
     return Credentials(user, SecretStr(password) if password is not None else None)
-
-
-def opcua_config(plant: Plant, sensors: list, plant_ref: str, endpoint: str | None = None,
-                 browse: bool = False) -> dict:
-    """A bridge configuration for ``sensors`` of a plant, from the asset model.
-
-    Node ids are written with the namespace URI (``nsu=urn:gigapulse:<site>;s=<sensor_id>``), so the
-    file stays right when the server gives the namespace another index. ``browse=True`` writes a
-    browse root (the site's folder) instead of the list.
-    """
-    site = plant.template.site
-    doc: dict = {"kind": "opcua", "plant": plant_ref,
-                 "endpoint": endpoint or "opc.tcp://127.0.0.1:4840/gigapulse/", "security_mode": "None"}
-    if browse:
-        doc["browse_root"] = site
-    else:
-        doc["nodes"] = [f"nsu={namespace_uri(site)};s={e.sensor_id}" for e in sensors]
-    doc.update(publishing_interval_ms=500.0, queue_size=50, batch_size=500)
-    return doc
 
 
 # --------------------------------------------------------------------------- the address scheme, pure
@@ -345,7 +244,7 @@ class OpcUaBridge:
         self.sink = sink
         self.credentials = credentials
         self.stats = OpcUaStats()
-        self.site_uri = namespace_uri(plant.template.site)
+        self.site_uri = opcua_namespace_uri(plant.template.site)
         self._sensor_ids = plant.by_id.keys()
         self._handles: dict[int, str] = {}
         self._subscribed: list[str] = []
@@ -675,6 +574,7 @@ def run_opcua(config: OpcUaConfig, sink: ReadingSink, stop: threading.Event) -> 
     """
     from schemas.asset_model import load_plant
 
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # asyncua logs every publish at INFO
     credentials = read_credentials(config)
     plant = load_plant(config.plant)
 

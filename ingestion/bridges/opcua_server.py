@@ -44,6 +44,7 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.bridges.certs import SERVER_APPLICATION_URI
+from schemas.addresses import opcua_browse_path, opcua_namespace_uri
 from schemas.asset_model import Plant
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,6 @@ STATUS_OF_QUALITY: dict[int, int] = {
     2: ua.StatusCodes.BadSensorFailure,
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def namespace_uri(site: str) -> str:
-    """The namespace of a site's sensors: ``urn:gigapulse:<site>``."""
-    return f"urn:gigapulse:{site}"
 
 
 def ms_to_datetime(ts_ms: int) -> datetime:
@@ -142,7 +138,7 @@ class PlantServer:
 
     @property
     def namespace_uri(self) -> str:
-        return namespace_uri(self.plant.template.site)
+        return opcua_namespace_uri(self.plant.template.site)
 
     def node_id(self, sensor_id: str) -> ua.NodeId:
         """The node id a served sensor has (its namespace index is known once started)."""
@@ -181,15 +177,14 @@ class PlantServer:
         waiting = ua.DataValue(ua.Variant(None, ua.VariantType.Null),
                                StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
         for sid in self.sensor_ids:
-            e = self.plant.by_id[sid]
-            parts = (e.site, e.area, e.line, e.station, e.equipment)
+            *parts_, name = opcua_browse_path(self.plant.by_id[sid])
+            parts = tuple(parts_)
             for depth in range(1, len(parts) + 1):
                 key = parts[:depth]
                 if key not in folders:
                     parent = folders[key[:-1]]
                     folders[key] = await parent.add_folder(ua.NodeId("/".join(key), self.ns),
                                                            ua.QualifiedName(key[-1], self.ns))
-            name = e.path.rsplit("/", 1)[-1]
             node = await folders[parts].add_variable(ua.NodeId(sid, self.ns), ua.QualifiedName(name, self.ns),
                                                      ua.Variant(0.0, ua.VariantType.Double),
                                                      datatype=ua.NodeId(ua.ObjectIds.Double))
@@ -358,7 +353,6 @@ def run_server(plant: Plant, seconds: float, speed: float | None, seed: int, sta
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with PlantServer(plant, chosen, host=host, port=port, security=security) as server:
-            log.info("serving %d sensors of plant %s on %s", len(chosen), plant.name, server.endpoint)
             return await serve_simulation(server, seconds, speed, seed, start, wall_clock=wall_clock, stop=stop)
 
     return asyncio.run(main())

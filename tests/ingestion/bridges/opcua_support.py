@@ -12,7 +12,8 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ingestion.bridges.opcua import OpcUaBridge, OpcUaConfig
+from ingestion.bridges.config import OpcUaConfig
+from ingestion.bridges.opcua import OpcUaBridge
 from ingestion.bridges.opcua_server import PlantServer, ServerSecurity
 from schemas.asset_model import load_plant
 from tests.conftest import free_port

@@ -7,25 +7,27 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 
 import pytest
+import yaml
 from asyncua import ua
 
 from ingestion.bridges.certs import CLIENT_APPLICATION_URI, write_certificate, write_server_and_client
+from ingestion.bridges.config import GENERATORS, BridgeConfigError, OpcUaConfig, dump_config, load_config
 from ingestion.bridges.opcua import (
     OpcUaBridge,
     OpcUaConfigError,
     OpcUaRefused,
     interpret,
-    opcua_config,
-    parse_config,
     parse_node_id,
     quality_of,
     read_credentials,
     sensor_for_node,
     to_ms,
 )
-from ingestion.bridges.opcua_server import ServerSecurity, ms_to_datetime, namespace_uri
+from ingestion.bridges.opcua_server import ServerSecurity, ms_to_datetime
+from schemas.addresses import opcua_namespace_uri
 from schemas.asset_model import load_plant
 from tests.ingestion.bridges.opcua_support import (
     PLANT,
@@ -71,7 +73,7 @@ def test_node_ids_map_to_sensors_only_by_the_scheme():
 
 
 def test_configured_node_ids_resolve_against_the_namespace_array():
-    nss = ["http://opcfoundation.org/UA/", "urn:gigapulse:opcua:server", namespace_uri("ref")]
+    nss = ["http://opcfoundation.org/UA/", "urn:gigapulse:opcua:server", opcua_namespace_uri("ref")]
     assert parse_node_id("nsu=urn:gigapulse:ref;s=ref.a.b", nss) == ua.NodeId("ref.a.b", 2)
     assert parse_node_id("ns=2;s=ref.a.b", nss) == ua.NodeId("ref.a.b", 2)
     assert parse_node_id("nsu=urn:other;s=ref.a.b", nss) is None
@@ -121,46 +123,63 @@ def test_without_source_time_the_server_time_then_ours():
 
 # --------------------------------------------------------------------------- configuration
 
-def _file(**fields):
-    return {"plant": "reference", "endpoint": "opc.tcp://127.0.0.1:4840/", **fields}
+def _file(tmp_path, **fields):
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump({"kind": "opcua", "plant": "reference", "endpoint": "opc.tcp://127.0.0.1:4840/",
+                                    **fields}))
+    return path
+
+
+def _cfg(**fields) -> OpcUaConfig:
+    return OpcUaConfig.model_validate({"endpoint": "opc.tcp://127.0.0.1:4840/", **fields})
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({}, "bridge.yaml: give either nodes"),
+    ({}, "(top level): Value error, give either nodes"),
     ({"nodes": ["ns=2;s=x"], "browse_root": "ref"}, "give either nodes"),
     ({"browse_root": "ref", "security_mode": "SignAndEncrypt"}, "needs certificate and private_key"),
     ({"browse_root": "ref", "security_mode": "Encrypt"}, "security_mode: Input should be"),
     ({"browse_root": "ref", "endpoint": "http://x"}, "endpoint: String should match"),
     ({"browse_root": "ref", "password_env": "P"}, "a password needs username_env"),
     ({"browse_root": "ref", "queue_size": 0}, "queue_size: Input should be greater than"),
-    ({"browse_root": "ref", "password": "secret"}, "password: Extra inputs are not permitted"),
+    ({"browse_root": "ref", "password": "secret"}, "password: unknown key (the OpcUaConfig keys are"),
 ])
-def test_config_errors_are_one_line_naming_the_field(fields, message):
-    with pytest.raises(OpcUaConfigError) as err:
-        parse_config(_file(**fields), "bridge.yaml")
+def test_config_errors_are_one_line_naming_the_field(tmp_path, fields, message):
+    path = _file(tmp_path, **fields)
+    with pytest.raises(BridgeConfigError) as err:
+        load_config(path, OpcUaConfig)
     text = str(err.value)
-    assert message in text and "\n" not in text and text.startswith("bridge.yaml: ")
+    assert message in text and "\n" not in text and text.startswith(f"{path}: ")
 
 
-def test_config_that_is_not_a_mapping():
-    with pytest.raises(OpcUaConfigError, match="expected a mapping"):
-        parse_config(["x"], "bridge.yaml")
-
-
-def test_generated_config_lists_every_opcua_sensor_and_loads():
+def test_generated_config_lists_every_opcua_sensor_and_loads(tmp_path):
+    generate, model = GENERATORS["opcua"]
+    assert model is OpcUaConfig
     for name in ("reference", "legacy"):
         plant = load_plant(name)
         wanted = [e for e in plant.sensors if e.protocol == "opcua"]
-        cfg = parse_config(opcua_config(plant, wanted, name), "generated")
-        assert len(cfg.nodes) == len(wanted) > 0 and cfg.plant == name
-        uri = namespace_uri(plant.template.site)
-        assert cfg.nodes[0] == f"nsu={uri};s={wanted[0].sensor_id}"
-    browse = parse_config(opcua_config(PLANT, PLANT.sensors, "reference", browse=True), "generated")
-    assert browse.browse_root == "ref" and not browse.nodes
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(dump_config(OpcUaConfig.model_validate(generate(plant, wanted, name))))
+        cfg = load_config(path, OpcUaConfig)
+        assert len(cfg.nodes) == len(wanted) > 0 and cfg.plant == name and cfg.bridge_name("opcua") == f"opcua-{name}"
+        assert cfg.nodes[0] == f"nsu={opcua_namespace_uri(plant.template.site)};s={wanted[0].sensor_id}"
+        assert cfg.endpoint == "opc.tcp://127.0.0.1:4840/gigapulse/"
+
+
+def test_the_compose_profile_config_loads_and_points_at_the_served_plant():
+    repo = Path(__file__).resolve().parents[3]
+    cfg = load_config(repo / "infra" / "bridges" / "opcua.yaml", OpcUaConfig)
+    services = yaml.safe_load((repo / "docker-compose.yml").read_text())["services"]
+    host = cfg.endpoint.removeprefix("opc.tcp://").split(":")[0]
+    assert host in services and services[host]["command"][:3] == ["simulate", "--serve", "opcua"]
+    bridge = services["bridge-opcua"]
+    assert bridge["command"][-1].endswith("/opcua.yaml") and bridge["profiles"] == ["bridges"]
+    certs = services["opcua-certs"]["command"]
+    assert certs[certs.index("--out") + 1] == str(cfg.certificate.parent)
 
 
 def test_credentials_come_from_the_environment_or_a_file_and_never_show(tmp_path):
-    cfg = parse_config(_file(browse_root="ref", username_env="U", password_env="P"))
+    cfg = _cfg(browse_root="ref", username_env="U", password_env="P")
     creds = read_credentials(cfg, {"U": "op", "P": "s3cret"})
     assert creds.username == "op" and creds.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(creds) and "s3cret" not in str(creds)
@@ -168,12 +187,12 @@ def test_credentials_come_from_the_environment_or_a_file_and_never_show(tmp_path
         read_credentials(cfg, {"U": "op"})
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
-    cfg = parse_config(_file(browse_root="ref", username_env="U", password_file=str(secret)))
+    cfg = _cfg(browse_root="ref", username_env="U", password_file=str(secret))
     assert read_credentials(cfg, {"U": "op"}).password.get_secret_value() == "from-file"
-    cfg = parse_config(_file(browse_root="ref", username_env="U", password_file=str(tmp_path / "no")))
+    cfg = _cfg(browse_root="ref", username_env="U", password_file=str(tmp_path / "no"))
     with pytest.raises(OpcUaConfigError, match="cannot read"):
         read_credentials(cfg, {"U": "op"})
-    assert read_credentials(parse_config(_file(browse_root="ref")), {}) is None
+    assert read_credentials(_cfg(browse_root="ref"), {}) is None
 
 
 # --------------------------------------------------------------------------- against a real server

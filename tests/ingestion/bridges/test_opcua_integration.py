@@ -25,12 +25,13 @@ from kafka import KafkaConsumer
 from ingestion.bridges.certs import CLIENT_APPLICATION_URI, write_certificate
 from ingestion.bridges.opcua import OpcUaBridge
 from ingestion.bridges.opcua_server import ServerSecurity
+from ingestion.bridges.settings import BridgeSettings
+from ingestion.bridges.sink import BridgeSink
 from schemas.contracts import decode_dead_letter, decode_reading_message
 from tests.ingestion.bridges.opcua_support import PLANT, ServerThread, bridged, served, settings, until
 from tests.transforms.support import drain, fresh_topics, publish_assets, stream_env
 
 pytestmark = pytest.mark.integration
-pytest.importorskip("ingestion.bridges.sink", reason="the bridge core is not merged yet")
 
 
 def _records(bootstrap: str, topic: str, timeout: float = 10.0) -> list:
@@ -57,10 +58,7 @@ def _frames(bootstrap: str, topic: str) -> list[tuple[str, int, float, int]]:
     return rows
 
 
-def _sink(bootstrap: str, names: dict[str, str], tmp_path: Path):
-    from ingestion.bridges.settings import BridgeSettings
-    from ingestion.bridges.sink import BridgeSink
-
+def _sink(bootstrap: str, names: dict[str, str], tmp_path: Path) -> BridgeSink:
     cfg = BridgeSettings(bootstrap_servers=bootstrap, buffer_dir=tmp_path / f"buf-{uuid.uuid4().hex[:6]}",
                          readings_topic=names["readings"], dlq_topic=names["dlq"], flush_interval_s=0.05)
     return BridgeSink.open(cfg, PLANT, "opcua-test")
