@@ -170,10 +170,11 @@ def opcua_cmd(config: ConfigOpt, duration: DurationOpt = None):
     """Subscribe to an OPC UA server's sensor variables into Kafka (statuses become quality; a lost session
     marks its sensors bad until they are back)."""
     from ingestion.bridges.config import BridgeConfigError, OpcUaConfig
-    from ingestion.bridges.opcua import run_opcua
+    from ingestion.bridges.opcua import read_credentials, run_opcua
 
     cfg = _load(config, OpcUaConfig)
     try:
+        read_credentials(cfg)  # before the sink opens: a missing variable is a one-line error, not a run
         run_bridge("opcua", cfg, duration, run_opcua)
     except BridgeConfigError as exc:  # a server that refuses us, an unset credential variable
         raise UserError(f"{config}: {exc}") from None
