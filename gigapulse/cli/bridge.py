@@ -157,3 +157,40 @@ def modbus_cmd(config: ConfigOpt, duration: DurationOpt = None):
     from ingestion.bridges.modbus import run_modbus
 
     run_bridge("modbus", _load(config, ModbusConfig), duration, run_modbus)
+
+
+@bridge_app.command("opcua")
+def opcua_cmd(config: ConfigOpt, duration: DurationOpt = None):
+    """Subscribe to an OPC UA server's sensor variables into Kafka (statuses become quality; a lost session
+    marks its sensors bad until they are back)."""
+    from ingestion.bridges.config import BridgeConfigError, OpcUaConfig
+    from ingestion.bridges.opcua import read_credentials, run_opcua
+
+    cfg = _load(config, OpcUaConfig)
+    try:
+        read_credentials(cfg)  # before the sink opens: a missing variable is a one-line error, not a run
+        run_bridge("opcua", cfg, duration, run_opcua)
+    except BridgeConfigError as exc:  # a server that refuses us, an unset credential variable
+        raise UserError(f"{config}: {exc}") from None
+
+
+@bridge_app.command("certs")
+def certs_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the certificates and keys (created).")],
+    host: Annotated[list[str] | None, typer.Option("--host", help="Host name or address the server is reached "
+                                                   "at, for the certificates' SubjectAltName (repeatable; "
+                                                   "default localhost and 127.0.0.1).")] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Validity in days.")] = 365,
+):
+    """Self-signed OPC UA application certificates: a server pair, a bridge pair, and a trusted folder for
+    each side (Sign and SignAndEncrypt with Basic256Sha256; docs/connectors.md)."""
+    from ingestion.bridges.certs import write_server_and_client
+
+    hosts = tuple(host) if host else ("localhost", "127.0.0.1")
+    try:
+        server, client = write_server_and_client(out_dir, hosts, days)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: {exc.strerror or exc}") from None
+    out.print(f"server: {server.cert} + {server.key} ({server.application_uri})")
+    out.print(f"bridge: {client.cert} + {client.key} ({client.application_uri})")
+    out.print(f"trusted: {out_dir / 'trusted-clients'} (for the server), {out_dir / 'trusted-servers'} (for the bridge)")
