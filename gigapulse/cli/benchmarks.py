@@ -242,3 +242,31 @@ def bench_scoring(
     except bench.BenchError as exc:
         raise UserError(str(exc)) from None
     bench.emit(report, out)
+
+
+@bridges_app.command("opcua")
+def bench_bridges_opcua(
+    runs: RunsOpt = 1,
+    nodes: Annotated[int, typer.Option(min=1, max=1004, help="Nodes served and subscribed (reference plant "
+                                                             "sensors, in asset-model order).")] = 1000,
+    rate: Annotated[float, typer.Option(min=0.1, max=20, help="Writes per node per second.")] = 1.0,
+    duration: Annotated[str, typer.Option(help="How long the server writes, per run.")] = "60s",
+    publishing_interval: Annotated[float, typer.Option(min=10, help="The subscription's publishing interval, "
+                                                                    "ms.")] = 500.0,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/bridges_opcua.json"),
+):
+    """OPC UA subscriptions on 1,000 nodes at 1 Hz: changes written vs received (target: none missed),
+    time to subscribe, bridge and server CPU. The server runs in a child process."""
+    from gigapulse import bench
+    from gigapulse.bench.bridges_opcua import OpcUaBenchOptions, run_bridges_opcua
+    from gigapulse.cli.common import UserError
+    from ingestion.pipeline import parse_duration
+
+    opts = OpcUaBenchOptions(runs=runs, nodes=nodes, rate_hz=rate,
+                             duration_s=_parse(parse_duration, duration, "--duration"),
+                             publishing_interval_ms=publishing_interval)
+    try:
+        report = run_bridges_opcua(opts)
+    except bench.BenchError as exc:
+        raise UserError(str(exc)) from None
+    bench.emit(report, out)

@@ -104,21 +104,15 @@ def health_cmd(
 ):
     """Ask a bridge's health endpoint; exit 0 if it is ready (or live), 1 if not. One line: state and counters."""
     import json
-    import urllib.error
-    import urllib.request
 
+    from gigapulse.cli.common import fetch_status
     from ingestion.bridges.settings import BridgeSettings
     from ingestion.bridges.sink import summary_line
 
     port = port or BridgeSettings().health_port
     if port is None:
         raise UserError("no health port: give --port or set GIGAPULSE_BRIDGE_HEALTH_PORT (as the bridge has it)")
-    url = f"http://{host}:{port}/status"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            doc = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise UserError(f"no bridge answers at {url}: {getattr(exc, 'reason', exc)}") from None
+    url, doc = fetch_status(host, port, "bridge", timeout)
     if "bridge" not in doc:
         raise UserError(f"{url} is not a bridge's health endpoint (a stream worker's? see `gigapulse health`)")
     out.print(json.dumps(doc, indent=2) if as_json else summary_line(doc), markup=False, highlight=False)
@@ -176,3 +170,39 @@ def mqtt_cmd(config: ConfigOpt, duration: DurationOpt = None):
 
     run_bridge("mqtt", _load(config, MqttConfig), duration, runner)
 
+
+@bridge_app.command("opcua")
+def opcua_cmd(config: ConfigOpt, duration: DurationOpt = None):
+    """Subscribe to an OPC UA server's sensor variables into Kafka (statuses become quality; a lost session
+    marks its sensors bad until they are back)."""
+    from ingestion.bridges.config import BridgeConfigError, OpcUaConfig
+    from ingestion.bridges.opcua import read_credentials, run_opcua
+
+    cfg = _load(config, OpcUaConfig)
+    try:
+        read_credentials(cfg)  # before the sink opens: a missing variable is a one-line error, not a run
+        run_bridge("opcua", cfg, duration, run_opcua)
+    except BridgeConfigError as exc:  # a server that refuses us, an unset credential variable
+        raise UserError(f"{config}: {exc}") from None
+
+
+@bridge_app.command("certs")
+def certs_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the certificates and keys (created).")],
+    host: Annotated[list[str] | None, typer.Option("--host", help="Host name or address the server is reached "
+                                                   "at, for the certificates' SubjectAltName (repeatable; "
+                                                   "default localhost and 127.0.0.1).")] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Validity in days.")] = 365,
+):
+    """Self-signed OPC UA application certificates: a server pair, a bridge pair, and a trusted folder for
+    each side (Sign and SignAndEncrypt with Basic256Sha256; docs/connectors.md)."""
+    from ingestion.bridges.certs import write_server_and_client
+
+    hosts = tuple(host) if host else ("localhost", "127.0.0.1")
+    try:
+        server, client = write_server_and_client(out_dir, hosts, days)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: {exc.strerror or exc}") from None
+    out.print(f"server: {server.cert} + {server.key} ({server.application_uri})")
+    out.print(f"bridge: {client.cert} + {client.key} ({client.application_uri})")
+    out.print(f"trusted: {out_dir / 'trusted-clients'} (for the server), {out_dir / 'trusted-servers'} (for the bridge)")

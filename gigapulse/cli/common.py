@@ -192,3 +192,18 @@ def _fmt(v) -> str:
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
+
+
+def fetch_status(host: str, port: int, what: str, timeout: float) -> tuple[str, dict]:
+    """The ``/status`` document of a health endpoint (a stream worker's or a bridge's), or one line
+    saying that nothing answers as ``what`` at that address."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return url, json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UserError(f"no {what} answers at {url}: {getattr(exc, 'reason', exc)}") from None

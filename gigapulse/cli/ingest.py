@@ -157,9 +157,32 @@ def _serve_mqtt(plant_name: str, host: str, port: int, seed: int, start, seconds
               + (f", {stats.rebirths:,} rebirths on request" if stats.rebirths else ""))
 
 
+def _serve_opcua(plant_name: str, host: str, port: int, seed: int, start, seconds: float) -> None:
+    """The plant's OPC UA sensors as variables (``--serve opcua``), until the duration ends or Ctrl-C.
+
+    Security from ``GIGAPULSE_OPCUA_SERVE_SECURITY_MODES`` and ``GIGAPULSE_OPCUA_SERVE_CERT_DIR``
+    (:class:`ingestion.bridges.opcua_server.OpcUaServeSettings`).
+    """
+    import logging
+
+    from ingestion.bridges.opcua_server import serve_plant
+
+    logging.getLogger("asyncua").setLevel(logging.WARNING)  # asyncua logs every request at INFO
+    console.print(f"serving {plant_name} over OPC UA on opc.tcp://{host}:{port}/gigapulse/ for {seconds:g} s "
+                  "(Ctrl-C stops)")
+    try:
+        samples = serve_plant(plant_name, host, port, seed, start, seconds)
+    except OSError as exc:
+        raise UserError(f"cannot serve OPC UA on {host}:{port}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # security settings that do not fit together
+        raise UserError(f"--serve opcua: {exc}") from None
+    out.print(f"served {samples:,} samples")
+
+
 #: ``simulate --serve``: protocol -> server function (plant name, host, port, seed, start, seconds).
 SERVERS: dict[str, Callable[[str, str, int, int, datetime, float], None]] = {"modbus": _serve_modbus,
-                                                                            "mqtt": _serve_mqtt}
+                                                                            "mqtt": _serve_mqtt,
+                                                                            "opcua": _serve_opcua}
 
 
 def _check_writable(path: Path, option: str) -> None:

@@ -141,22 +141,14 @@ def health(
     The docker-compose healthcheck of the stream workers; prints one line: state, partitions, lag, last
     checkpoint and dead letters by reason.
     """
-    import urllib.error
-    import urllib.request
-
+    from gigapulse.cli.common import fetch_status
     from transforms.health import summary_line
     from transforms.settings import StreamSettings
 
     port = port or StreamSettings().health_port
     if port is None:
         raise UserError("no health port: give --port or set GIGAPULSE_STREAM_HEALTH_PORT (as the worker has it)")
-    url = f"http://{host}:{port}/status"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            doc = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserError(f"no stream worker answers at {url}: {reason}") from None
+    _, doc = fetch_status(host, port, "stream worker", timeout)
     if as_json:
         print(json.dumps(doc, indent=2))
     else:

@@ -277,10 +277,80 @@ def sparkplug_config(plant: Plant, sensors: list[AssetEntry], plant_ref: str) ->
     return _mqtt_config(["sparkplug"], sensors, plant_ref)
 
 
+# --------------------------------------------------------------------------- OPC UA
+
+
+class OpcUaConfig(BridgeConfig):
+    """``gigapulse bridge opcua``: one server, and either a list of node ids or a folder to browse.
+
+    Credentials never appear in the file: ``username_env``/``password_env`` name environment variables
+    and ``password_file`` a file (a Docker secret) holding them (read when the bridge starts).
+    """
+
+    kind: Literal["opcua"] = "opcua"
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d+)?(/.*)?$", description="opc.tcp://host:port/path")
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    certificate: Path | None = Field(None, description="The bridge's application instance certificate (DER "
+                                     "or PEM); needed for Sign and SignAndEncrypt.")
+    private_key: Path | None = Field(None, description="Its private key (PEM).")
+    server_certificate: Path | None = Field(None, description="The server's certificate, pinned (default: the "
+                                            "one its endpoint announces).")
+    trusted_servers: Path | None = Field(None, description="A folder of trusted server certificates; a server "
+                                         "whose certificate is not there is refused.")
+    username_env: str | None = Field(None, description="Environment variable holding the user name.")
+    password_env: str | None = Field(None, description="Environment variable holding the password.")
+    password_file: Path | None = Field(None, description="File holding the password (a Docker secret).")
+    nodes: list[str] = Field(default_factory=list, description="Node ids, best with the namespace URI: "
+                             "nsu=urn:gigapulse:<site>;s=<sensor_id>.")
+    browse_root: str | None = Field(None, description="Instead of nodes: a folder path below Objects "
+                                    "(ref/electrode/L1) or a node id; every Variable under it is subscribed.")
+    publishing_interval_ms: float = Field(500.0, gt=0)
+    sampling_interval_ms: float = Field(0.0, ge=0, description="0: as fast as the server samples.")
+    queue_size: int = Field(50, ge=1, description="Changes a monitored item queues between two publishes.")
+    batch_size: int = Field(500, ge=1, le=10_000, description="Monitored items created per call.")
+    request_timeout_s: float = Field(10.0, gt=0)
+    session_timeout_s: float = Field(60.0, gt=0)
+    watchdog_s: float = Field(1.0, gt=0, description="Seconds between probes of a quiet connection.")
+    reconnect_initial_s: float = Field(0.5, gt=0, description="First wait before reconnecting; doubles per "
+                                       "failure.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnects.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaConfig:
+        if bool(self.nodes) == bool(self.browse_root):
+            raise ValueError("give either nodes (a list of node ids) or browse_root (a folder path or node id), "
+                             "not both and not neither")
+        if self.security_mode != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security_mode {self.security_mode} needs certificate and private_key "
+                             "(gigapulse bridge certs --out DIR makes a pair)")
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and not self.username_env:
+            raise ValueError("a password needs username_env too")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_initial_s")
+        return self
+
+
+def opcua_config(plant: Plant, sensors: list[AssetEntry], plant_ref: str) -> dict[str, Any]:
+    """An OPC UA configuration naming ``sensors`` by node id (:func:`schemas.addresses.opcua_namespace_uri`).
+
+    Node ids carry the namespace URI (``nsu=urn:gigapulse:<site>;s=<sensor_id>``), not its index, so the file
+    stays right when a server numbers its namespaces differently. The endpoint is the served plant's.
+    """
+    from schemas.addresses import SERVE_PORTS, opcua_namespace_uri
+
+    return {"kind": "opcua", "plant": plant_ref, "endpoint": f"opc.tcp://127.0.0.1:{SERVE_PORTS['opcua']}/gigapulse/",
+            "security_mode": "None",
+            "nodes": [f"nsu={opcua_namespace_uri(e.site)};s={e.sensor_id}" for e in sensors]}
+
+
 #: Protocol -> (generator of a configuration for the given sensors, the model that validates it).
 #: A generator takes the plant, the sensors to bridge and the plant as the user named it.
 GENERATORS: dict[str, tuple[Callable[[Plant, list[AssetEntry], str], dict[str, Any]], type[BridgeConfig]]] = {
     "modbus": (modbus_config, ModbusConfig),
     "mqtt": (mqtt_config, MqttConfig),
     "sparkplug": (sparkplug_config, MqttConfig),
+    "opcua": (opcua_config, OpcUaConfig),
 }

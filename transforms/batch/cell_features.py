@@ -69,8 +69,8 @@ _LIMITED = """\
 
 #: The events of the look-back window. A day's plan reads them all; the few-cells plan reads only
 #: those of the cells' lineage (:func:`_lineage_events`), which it finds unit by unit.
-_EVENTS = """SELECT event_id, src_partition, src_offset, unit_id, kind, site, line, stage, station, ts, parent_ids,
-           attribute, value
+_EVENTS = """SELECT event_id, src_partition, src_offset, unit_id, unit_type, kind, site, line, stage, station, ts,
+           parent_ids, attribute, value
     FROM production_events
     WHERE date BETWEEN CAST($history_from AS DATE) AND CAST($until AS DATE)
       AND ts >= $history_from AND ts < $until"""
@@ -78,13 +78,15 @@ _EVENTS = """SELECT event_id, src_partition, src_offset, unit_id, kind, site, li
 _UNIT_EVENTS_SQL = _EVENTS + """ AND list_contains($units, unit_id)"""
 #: What the few-cells plan reads as ``raw``: the lineage's events, registered by ``_few_cells``.
 _LINEAGE_RAW = "SELECT * FROM _cf_raw"
+#: Where the gate events come from: the day's events, or (few cells) the lineage's, which hold them.
+_GATE_FROM_EVENTS = "production_events\n    WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE) AND"
+_GATE_FROM_LINEAGE = "_cf_raw\n    WHERE"
 
 _HISTORY = """
 WITH RECURSIVE gate AS (
     SELECT unit_id AS cell_id, any_value(site) AS site, any_value(line) AS line, min(ts) AS gate_ts
-    FROM production_events
-    WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE)
-      AND kind = 'leave' AND stage = 'filling' AND unit_type = 'cell'
+    FROM {gate_from}
+      kind = 'leave' AND stage = 'filling' AND unit_type = 'cell'
       AND ts >= $since AND ts < $until
       AND ($cells IS NULL OR list_contains($cells, unit_id))
     GROUP BY unit_id
@@ -258,11 +260,13 @@ def _template(station: str, line: str) -> str:
 
 _TEMPLATES = {"tmpl_at": _template("at_station", "line"), "tmpl_stream": _template("station", "stream_line"),
               "tmpl_ev": _template("e.station", "e.line")}
-CELL_FEATURES_SQL = _SQL.format(per_visit=_PER_VISIT_RUNNING, scale=SCALE, raw=_EVENTS, **_TEMPLATES)
-FEW_CELLS_SQL = _SQL.format(per_visit=_PER_VISIT_KNOWN, scale=SCALE, raw=_LINEAGE_RAW, **_TEMPLATES)
-VISITS_SQL = _VISITS_SQL.format(raw=_LINEAGE_RAW, **_TEMPLATES)
+CELL_FEATURES_SQL = _SQL.format(per_visit=_PER_VISIT_RUNNING, scale=SCALE, raw=_EVENTS, gate_from=_GATE_FROM_EVENTS,
+                                **_TEMPLATES)
+FEW_CELLS_SQL = _SQL.format(per_visit=_PER_VISIT_KNOWN, scale=SCALE, raw=_LINEAGE_RAW, gate_from=_GATE_FROM_LINEAGE,
+                            **_TEMPLATES)
+VISITS_SQL = _VISITS_SQL.format(raw=_LINEAGE_RAW, gate_from=_GATE_FROM_LINEAGE, **_TEMPLATES)
 SUMS_SQL = _SUMS_SQL
-SPAN_SQL = _SPAN_SQL.format(raw=_EVENTS, **_TEMPLATES)
+SPAN_SQL = _SPAN_SQL.format(raw=_EVENTS, gate_from=_GATE_FROM_EVENTS, **_TEMPLATES)
 
 
 def _utc(value: date | datetime) -> datetime:

@@ -78,3 +78,11 @@ def test_serve_mqtt_publishes_the_plant_in_real_time(capsys, mosquitto, fmt):  #
     assert sink.rejects == []
     if fmt == "sparkplug":
         assert sink.bad and bridge.sparkplug.counters.deaths == len({e.station for e in plant.sensors})
+
+
+def test_the_compose_configuration_loads():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[3] / "infra" / "bridges" / "mqtt.yaml", MqttConfig)
+    assert cfg.broker.host == "mosquitto" and cfg.modes == ["uns", "sparkplug"]
+    assert cfg.subscriptions(load_plant(cfg.plant)) == ["gigapulse/ref/#", "spBv1.0/ref/#"]
