@@ -311,7 +311,7 @@ class SparkplugHost:
             if m.HasField("alias"):
                 node.by_alias[m.alias] = known
             if sensor is None:
-                if device is not None or not (m.name == spb.BDSEQ_METRIC or m.name.startswith(_CONTROL_PREFIXES)):
+                if not (m.name == spb.BDSEQ_METRIC or m.name.startswith(_CONTROL_PREFIXES)):
                     unmapped.append(m.name)
                 continue
             born.add(sensor)
@@ -586,14 +586,15 @@ class MqttBridge:
         self._client.publish(topic, payload, qos=0)
 
 
-def run_mqtt(config: MqttConfig, sink: Any, stop: threading.Event,
+def run_mqtt(config: MqttConfig, sink: Any, stop: threading.Event, password: SecretStr | None = None,
              on_ready: Callable[[list[str]], None] | None = None) -> None:
     """The runner of ``gigapulse bridge mqtt``: bridge into ``sink`` until ``stop`` is set.
 
-    The password is read here, once, from the environment or the secret file; ``on_ready`` hears the
-    topic filters once the broker acknowledged them (the CLI prints them).
+    ``password``: from :func:`broker_password`, read once at start-up (the CLI does it before the sink
+    opens, so a missing secret file is a one-line error); ``on_ready`` hears the topic filters once the
+    broker acknowledged them (the CLI prints them).
     """
-    bridge = MqttBridge(config, sink.plant, sink, broker_password(config))
+    bridge = MqttBridge(config, sink.plant, sink, password)
     bridge.start()
     try:
         while not stop.is_set():

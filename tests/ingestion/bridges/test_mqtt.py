@@ -236,6 +236,7 @@ def test_unmapped_birth_metrics_and_wrong_types(book, scripted):
                                 spb.MetricOut("v1.2", spb.STRING, name="Properties/Firmware", alias=3)], NOW, 1)
     h.handle(scripted.topic("DBIRTH"), birth)
     assert sink.reasons() == [Reason.UNKNOWN_SENSOR] and "no_such_sensor" in sink.rejects[0][1]
+    assert "Properties/" not in sink.rejects[0][1]  # the device's own properties are expected, not sensors
     assert sink.readings == [(sensor0, NOW, 1.0, 0)]
     data = spb.encode_payload([spb.MetricOut(5.0, spb.DOUBLE, alias=2), spb.MetricOut("x", spb.STRING, alias=1)],
                               NOW, 2)

@@ -50,6 +50,14 @@ def test_a_bad_mqtt_config_is_one_line_naming_the_field(capsys, tmp_path):
     assert rc == 1 and err.count("\n") == 1 and f"{bad}: modes.1:" in err, err
 
 
+def test_an_unreadable_password_file_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("GIGAPULSE_MQTT_PASSWORD", raising=False)
+    cfg = tmp_path / "mqtt.yaml"
+    cfg.write_text(f"kind: mqtt\nbroker: {{username: u, password_file: {tmp_path / 'nope'}}}\n")
+    rc, _, err = run(["bridge", "mqtt", "--config", str(cfg)], capsys)
+    assert rc == 1 and err.count("\n") == 1 and "broker.password_file: cannot read" in err, err
+
+
 def test_serve_mqtt_without_a_broker_says_it_needs_one(capsys):
     rc, _, err = run(["simulate", "--serve", "mqtt", "--port", str(free_port()), "--duration", "2s"], capsys)
     assert rc == 1 and err.count("\n") == 1 and "publishes into a broker, it is not one" in err, err
@@ -68,8 +76,10 @@ def test_serve_mqtt_publishes_the_plant_in_real_time(capsys, mosquitto, fmt):  #
                             "--duration", "2s"], capsys)
         assert rc in (0, None), err
         published = int(out.split("published ")[1].split(" values")[0].replace(",", ""))
+        nodes = len({e.station for e in plant.sensors}) if fmt == "sparkplug" else 0
         deadline = time.monotonic() + 30
-        while len(sink.readings) < published and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (len(sink.readings) < published
+                                               or (nodes and bridge.sparkplug.counters.deaths < nodes)):
             time.sleep(0.05)
     finally:
         bridge.stop()
@@ -77,7 +87,7 @@ def test_serve_mqtt_publishes_the_plant_in_real_time(capsys, mosquitto, fmt):  #
     assert len(sink.readings) == published  # (a recording sink keeps the deaths' marks apart, in sink.bad)
     assert sink.rejects == []
     if fmt == "sparkplug":
-        assert sink.bad and bridge.sparkplug.counters.deaths == len({e.station for e in plant.sensors})
+        assert len(sink.bad) == bridge.sparkplug.counters.deaths == nodes  # each node's NDEATH at the end
 
 
 def test_the_compose_configuration_loads():

@@ -68,6 +68,8 @@ def test_the_plant_over_mqtt_arrives_whole(mosquitto, plant, mode):  # noqa: F81
         stats = pub.close()
         assert stats.readings == len(sent) > 1000
         assert _wait(lambda: len(sink.readings) >= len(sent)), f"{len(sink.readings)} of {len(sent)} arrived"
+        if mode == "sparkplug":  # the nodes' deaths come last
+            assert _wait(lambda: bridge.sparkplug.counters.deaths >= len(pub._nodes))
         time.sleep(0.3)
     finally:
         bridge.stop()
