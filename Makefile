@@ -47,7 +47,10 @@ bench: $(STAMP) ## Run every benchmark (see docs/BENCHMARKS.md)
 	$(BIN)/gigapulse bench recovery
 	$(BIN)/gigapulse bench warehouse
 
+proto: $(STAMP) ## Regenerate ingestion/bridges/sparkplug_b_pb2.py from its .proto (grpcio-tools' protoc)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. ingestion/bridges/sparkplug_b.proto
+
 clean: ## Remove local data (var/), keep the venv and the Kafka cache
 	rm -rf var
 
-.PHONY: help install lock demo test lint broker-start broker-stop bench clean
+.PHONY: help install lock demo test lint broker-start broker-stop bench proto clean

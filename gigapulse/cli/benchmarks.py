@@ -270,3 +270,33 @@ def bench_bridges_opcua(
     except bench.BenchError as exc:
         raise UserError(str(exc)) from None
     bench.emit(report, out)
+
+
+@bridges_app.command("mqtt")
+def bench_bridges_mqtt(
+    runs: RunsOpt = 3,
+    sim: Annotated[str, typer.Option(help="Simulated time of the reference plant queued in Mosquitto per run "
+                                          "(1m is about 336,000 values).")] = "1m",
+    fmt: Annotated[str, typer.Option("--format", help="sparkplug (DDATA by alias, a station's tick per "
+                                                      "message) or uns (one JSON message per value).")] = "sparkplug",
+    profile: Annotated[Path | None, typer.Option(help="Also profile our bridge in the first run (cProfile) and "
+                                                      "write the profile here.")] = None,
+    seed: SeedOpt = 42,
+    out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/bridges-mqtt.json"),
+):
+    """MQTT bridge: values/s from a pre-filled Mosquitto into Kafka (ours, one process) beside a paho
+    subscriber that only decodes (the ceiling), in the same run (target: 50,000 values/s)."""
+    from gigapulse import bench
+    from gigapulse.bench.bridges_mqtt import BridgeMqttOptions, run_bridges_mqtt
+    from gigapulse.cli.common import UserError
+    from ingestion.pipeline import parse_duration
+
+    if fmt not in ("sparkplug", "uns"):
+        raise UserError(f"--format {fmt!r}: sparkplug or uns")
+    opts = BridgeMqttOptions(runs=runs, sim_s=_parse(parse_duration, sim, "--sim"), mode=fmt, seed=seed,
+                             profile=profile)
+    try:
+        report = run_bridges_mqtt(opts)
+    except bench.BenchError as exc:
+        raise UserError(str(exc)) from None
+    bench.emit(report, out)

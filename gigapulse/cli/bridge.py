@@ -159,6 +159,25 @@ def modbus_cmd(config: ConfigOpt, duration: DurationOpt = None):
     run_bridge("modbus", _load(config, ModbusConfig), duration, run_modbus)
 
 
+@bridge_app.command("mqtt")
+def mqtt_cmd(config: ConfigOpt, duration: DurationOpt = None):
+    """Subscribe to an MQTT broker (Unified Namespace JSON, Sparkplug B edge nodes) and bridge into Kafka."""
+    from ingestion.bridges.config import BridgeConfigError, MqttConfig
+    from ingestion.bridges.mqtt import broker_password, run_mqtt
+
+    cfg = _load(config, MqttConfig)
+    try:
+        password = broker_password(cfg)  # before the sink opens: an unreadable secret is one line, not a run
+    except BridgeConfigError as exc:
+        raise UserError(f"{config}: {exc}") from None
+
+    def runner(cfg, sink, stop):
+        run_mqtt(cfg, sink, stop, password,
+                 on_ready=lambda filters: console.print(f"subscribed to {', '.join(filters)}"))
+
+    run_bridge("mqtt", cfg, duration, runner)
+
+
 @bridge_app.command("opcua")
 def opcua_cmd(config: ConfigOpt, duration: DurationOpt = None):
     """Subscribe to an OPC UA server's sensor variables into Kafka (statuses become quality; a lost session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -26,6 +27,11 @@ from gigapulse.cli.common import (
     console,
     out,
 )
+
+
+class MqttFormat(StrEnum):
+    sparkplug = "sparkplug"
+    uns = "uns"
 
 
 class Format(StrEnum):
@@ -72,7 +78,11 @@ def simulate(
                                                    "--duration ends or Ctrl-C; docs/connectors.md).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65_535, help="Port of --serve (default: the protocol's "
                                                                      "own, see docs/connectors.md).")] = None,
-    host: Annotated[str, typer.Option(help="Address --serve binds to.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address --serve binds to (with --serve mqtt: the broker's host, "
+                                           "which it publishes into).")] = "127.0.0.1",
+    mqtt_format: Annotated[MqttFormat, typer.Option(help="With --serve mqtt: Sparkplug B edge nodes (births, "
+                                                         "aliases, DDATA) or Unified Namespace JSON.")]
+    = MqttFormat.sparkplug,
 ):
     """Run the digital twin of a battery plant and stream it into Kafka.
 
@@ -92,6 +102,8 @@ def simulate(
             raise typer.BadParameter(f"{serve!r} is not one of {', '.join(SERVERS)}", param_hint="--serve")
         from schemas.addresses import SERVE_PORTS
 
+        if serve == "mqtt":
+            server = functools.partial(_serve_mqtt, fmt=mqtt_format.value)
         server(plant, host, port or SERVE_PORTS[serve], seed, t0, seconds)
         return
     if truth_out is not None:
@@ -127,6 +139,24 @@ def _serve_modbus(plant_name: str, host: str, port: int, seed: int, start, secon
         out.print(f"served {counts['ticks']:,} ticks ({counts['values']:,} values), {counts['reads']:,} reads")
 
 
+def _serve_mqtt(plant_name: str, host: str, port: int, seed: int, start, seconds: float,
+                fmt: str = "sparkplug") -> None:
+    """The plant published into an MQTT broker (``--serve mqtt``): not a broker itself, a plant's edge."""
+    from ingestion.bridges.mqtt_server import serve_mqtt
+    from schemas.asset_model import load_plant
+
+    plant = load_plant(plant_name)
+    what = "Sparkplug B edge nodes" if fmt == "sparkplug" else "UNS JSON"
+    try:
+        stats = serve_mqtt(plant, seconds, 1.0, seed, start, host, port, mode=fmt, on_connected=lambda: console.print(
+            f"publishing {plant.name} as {what} into the MQTT broker at {host}:{port} for {seconds:g} s (Ctrl-C stops)"))
+    except (OSError, ConnectionError) as exc:
+        raise UserError(f"no MQTT broker at {host}:{port} ({exc.strerror or exc}): --serve mqtt publishes into a "
+                        "broker, it is not one; start Mosquitto (docs/connectors.md)") from None
+    out.print(f"published {stats.readings:,} values in {stats.messages:,} messages"
+              + (f", {stats.rebirths:,} rebirths on request" if stats.rebirths else ""))
+
+
 def _serve_opcua(plant_name: str, host: str, port: int, seed: int, start, seconds: float) -> None:
     """The plant's OPC UA sensors as variables (``--serve opcua``), until the duration ends or Ctrl-C.
 
@@ -151,7 +181,8 @@ def _serve_opcua(plant_name: str, host: str, port: int, seed: int, start, second
 
 #: ``simulate --serve``: protocol -> server function (plant name, host, port, seed, start, seconds).
 SERVERS: dict[str, Callable[[str, str, int, int, datetime, float], None]] = {"modbus": _serve_modbus,
-                                                                             "opcua": _serve_opcua}
+                                                                            "mqtt": _serve_mqtt,
+                                                                            "opcua": _serve_opcua}
 
 
 def _check_writable(path: Path, option: str) -> None:

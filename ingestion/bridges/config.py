@@ -182,6 +182,101 @@ def _modbus_block(unit: int, entries: list[AssetEntry], addrs) -> dict[str, Any]
                         "type": addrs[e.sensor_id].type} for e in entries]}
 
 
+# --------------------------------------------------------------------------- MQTT and Sparkplug B
+
+
+class MqttBroker(BaseModel):
+    """Where the broker is and how the bridge holds its session (docs/connectors.md, "MQTT and Sparkplug B")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65_535)
+    client_id: str | None = Field(None, min_length=1, max_length=200, description="Default gigapulse-<name>.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT version.")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    username: str | None = None
+    password_file: Path | None = Field(None, description="A file holding the password (a Docker or Kubernetes "
+                                       "secret); GIGAPULSE_MQTT_PASSWORD wins over it. Never the password itself.")
+    persistent_session: bool = Field(False, description="Keep the session (subscriptions, queued QoS 1 "
+                                     "messages) across restarts. Off: Sparkplug hosts start clean and rebuild "
+                                     "their state from births.")
+    session_expiry_s: int = Field(3600, ge=0, description="How long the broker keeps a persistent session of a "
+                                  "disconnected bridge (MQTT 5).")
+    reconnect_min_s: float = Field(1.0, gt=0, le=3600, description="First wait before reconnecting.")
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reconnects.")
+
+
+class MqttUns(BaseModel):
+    """The Unified Namespace: a JSON value or a bare number on each sensor's path topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topics: list[str] = Field(default_factory=list, description="Topic filters; default the plant's "
+                              "enterprise root (gigapulse/#).")
+
+
+class MqttSparkplug(BaseModel):
+    """Sparkplug B groups followed (default the plant's site) and the optional host id announced in STATE."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    groups: list[str] = Field(default_factory=list)
+    host_id: str | None = Field(None, pattern=r"^[^/#+]{1,100}$", description="Announce the bridge as a "
+                                "Sparkplug host application on spBv1.0/STATE/<host_id>.")
+
+
+class MqttConfig(BridgeConfig):
+    """``gigapulse bridge mqtt``: one broker, its Unified Namespace and/or Sparkplug B edge nodes."""
+
+    kind: Literal["mqtt"] = "mqtt"
+    broker: MqttBroker = MqttBroker()
+    modes: list[Literal["uns", "sparkplug"]] = Field(default_factory=lambda: ["uns", "sparkplug"], min_length=1)
+    uns: MqttUns = MqttUns()
+    sparkplug: MqttSparkplug = MqttSparkplug()
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of the subscriptions.")
+
+    @model_validator(mode="after")
+    def _modes_once(self) -> MqttConfig:
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError("modes: each of uns and sparkplug at most once")
+        return self
+
+    def subscriptions(self, plant: Plant) -> list[str]:
+        """The topic filters, the defaults filled from the plant."""
+        out: list[str] = []
+        if "uns" in self.modes:
+            out += self.uns.topics or [f"{plant.template.enterprise}/#"]
+        if "sparkplug" in self.modes:
+            out += [f"spBv1.0/{g}/#" for g in (self.sparkplug.groups or [plant.template.site])]
+        return out
+
+    def client_id(self) -> str:
+        return self.broker.client_id or f"gigapulse-{self.bridge_name('mqtt')}"
+
+
+def _mqtt_config(modes: list[str], sensors: list[AssetEntry], plant_ref: str) -> dict[str, Any]:
+    from schemas.addresses import SERVE_PORTS
+
+    sites = sorted({e.site for e in sensors})
+    raw: dict[str, Any] = {"kind": "mqtt", "plant": plant_ref,
+                           "broker": {"host": "127.0.0.1", "port": SERVE_PORTS["mqtt"]}, "modes": modes}
+    if "uns" in modes:
+        raw["uns"] = {"topics": sorted({f"{e.enterprise}/{e.site}/#" for e in sensors})}
+    raw["sparkplug"] = {"groups": sites}
+    return raw
+
+
+def mqtt_config(plant: Plant, sensors: list[AssetEntry], plant_ref: str) -> dict[str, Any]:
+    """MQTT: the sensors' sites as UNS topic trees (``<enterprise>/<site>/#``) and as Sparkplug B groups."""
+    return _mqtt_config(["uns", "sparkplug"], sensors, plant_ref)
+
+
+def sparkplug_config(plant: Plant, sensors: list[AssetEntry], plant_ref: str) -> dict[str, Any]:
+    """Sparkplug B only: the sensors' sites as groups."""
+    return _mqtt_config(["sparkplug"], sensors, plant_ref)
+
+
 # --------------------------------------------------------------------------- OPC UA
 
 
@@ -255,5 +350,7 @@ def opcua_config(plant: Plant, sensors: list[AssetEntry], plant_ref: str) -> dic
 #: A generator takes the plant, the sensors to bridge and the plant as the user named it.
 GENERATORS: dict[str, tuple[Callable[[Plant, list[AssetEntry], str], dict[str, Any]], type[BridgeConfig]]] = {
     "modbus": (modbus_config, ModbusConfig),
+    "mqtt": (mqtt_config, MqttConfig),
+    "sparkplug": (sparkplug_config, MqttConfig),
     "opcua": (opcua_config, OpcUaConfig),
 }
