@@ -595,6 +595,7 @@ def run_mqtt(config: MqttConfig, sink: Any, stop: threading.Event, password: Sec
     broker acknowledged them (the CLI prints them).
     """
     bridge = MqttBridge(config, sink.plant, sink, password)
+    sink.protocol_status = bridge.status  # the client's and the Sparkplug host's counters on /status
     bridge.start()
     try:
         while not stop.is_set():

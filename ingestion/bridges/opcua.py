@@ -584,7 +584,9 @@ def run_opcua(config: OpcUaConfig, sink: ReadingSink, stop: threading.Event) -> 
         waiter = loop.run_in_executor(None, stop.wait)
         waiter.add_done_callback(lambda _: done.set())
         try:
-            stats = await OpcUaBridge(config, plant, sink, credentials).run(done)
+            bridge = OpcUaBridge(config, plant, sink, credentials)
+            sink.protocol_status = bridge.stats.to_dict  # sessions, subscriptions, repeats on /status
+            stats = await bridge.run(done)
         finally:
             stop.set()  # a bridge that ended on its own releases the waiting thread
         log.info("opcua bridge stopped: %s", stats.to_dict())

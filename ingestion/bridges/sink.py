@@ -137,6 +137,9 @@ class BridgeSink:
         self.plant = plant
         self.name = name
         self.stats = BridgeStats(torn=buffer.stats.torn)
+        #: The protocol side's own counters (births, sessions, polls...), set by the bridge's runner:
+        #: served under ``protocol`` on ``/status`` beside the sink's.
+        self.protocol_status: Callable[[], dict] | None = None
         self._producer_factory = producer_factory
         self._producer = None
         self._connect_failures = 0
@@ -518,6 +521,7 @@ class BridgeSink:
     def status(self) -> dict:
         """The ``/status`` document: state, counters, and the buffer's size."""
         stalled = self.stalled
+        protocol = self.protocol_status() if self.protocol_status is not None else None  # outside our lock
         with self._lock:
             self._sync_stats()
             b = self._buffer.stats
@@ -534,6 +538,7 @@ class BridgeSink:
                 "buffer": {"path": str(self._buffer.path), "records": b.pending_records,
                            "bytes": b.pending_bytes, "max_bytes": self._buffer.max_bytes,
                            "segments": b.segments, "full_policy": self.settings.full_policy.value},
+                **({"protocol": protocol} if protocol is not None else {}),
             }
 
     def _start_health(self) -> None:

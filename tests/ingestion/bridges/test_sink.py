@@ -192,3 +192,15 @@ def test_the_other_policies_keep_reading_and_count_what_they_lose(tmp_path, lega
     stats = sink.close(timeout=0.5)
     assert stats.received == 30_000
     assert stats.dropped > 0 and stats.dropped + stats.buffered == 30_000
+
+
+def test_status_serves_the_protocol_counters_beside_the_sinks(tmp_path, legacy):
+    sink = _away(tmp_path, legacy)
+    try:
+        assert "protocol" not in sink.status()
+        sink.protocol_status = lambda: {"births": 3, "sequence_gaps": 1}
+        doc = sink.status()
+        assert doc["protocol"] == {"births": 3, "sequence_gaps": 1}
+        assert set(doc) >= {"stats", "buffer", "ready"}
+    finally:
+        sink.close(timeout=0.5)
