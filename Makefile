@@ -46,6 +46,11 @@ bench: $(STAMP) ## Run every benchmark (see docs/BENCHMARKS.md)
 	$(BIN)/gigapulse bench freshness
 	$(BIN)/gigapulse bench recovery
 	$(BIN)/gigapulse bench warehouse
+	$(BIN)/gigapulse bench bridges modbus
+	$(BIN)/gigapulse bench bridges opcua
+	$(BIN)/gigapulse bench bridges mqtt
+	$(BIN)/gigapulse bench quality
+	$(BIN)/gigapulse bench scoring
 
 proto: $(STAMP) ## Regenerate ingestion/bridges/sparkplug_b_pb2.py from its .proto (grpcio-tools' protoc)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. ingestion/bridges/sparkplug_b.proto
