@@ -13,7 +13,8 @@ Blocks are 10 registers (5 float32 values) each, spread round-robin over the pla
 per run: polls per second against the target; the poll interval from each block's consecutive polls
 (p50, p99, max) and its deviation from the configured interval, the jitter (p50, p99, max); the slots
 skipped because the block's previous poll was still under way; gaps; the CPU the poller and the
-servers used (share of one core), which says which end is short of time.
+servers used (share of one core), which says which end is short of time; the machine's load, which
+on a shared machine says more about a skipped slot than either.
 
 The ceiling, in the same run: a bare pymodbus loop on the same endpoints and connections, reading the
 same blocks back to back with no schedule and no decoding, for ``peer_s``: the reads per second the
@@ -23,6 +24,7 @@ wire and the servers allow. The poller needs blocks × rate of them.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -191,6 +193,7 @@ def one_run(opts: BridgeBenchOptions) -> dict[str, Any]:
         cpu: dict[str, float] = {}
 
         def snapshot(tag: str) -> None:
+            cpu[f"load_{tag}"] = os.getloadavg()[0]
             cpu[f"poller_{tag}"] = _cpu_s([me])
             cpu[f"servers_{tag}"] = _cpu_s(servers)
             cpu[f"wall_{tag}"] = time.monotonic()
@@ -212,7 +215,8 @@ def one_run(opts: BridgeBenchOptions) -> dict[str, Any]:
     wall = cpu["wall_end"] - cpu["wall_start"]
     out.update({"poller_cpu": (cpu["poller_end"] - cpu["poller_start"]) / wall,
                 "servers_cpu": (cpu["servers_end"] - cpu["servers_start"]) / wall,
-                "ceiling_reads_per_s": ceiling, "links": len(poller.links)})
+                "ceiling_reads_per_s": ceiling, "links": len(poller.links),
+                "load_start": cpu["load_start"], "load_end": cpu["load_end"]})
     return out
 
 
@@ -245,6 +249,7 @@ def summarize(poller, sink: CountingSink, opts: BridgeBenchOptions, t0: float, t
 
 def run_bridges(opts: BridgeBenchOptions) -> dict[str, Any]:
     """``--runs`` runs; the report's table gives each figure as median (min–max)."""
+    env = environment()
     results = []
     for i in range(opts.runs):
         console.print(f"run {i + 1}/{opts.runs}: {opts.blocks} blocks at {opts.rate_hz:g} Hz for {opts.duration_s:g} s "
@@ -252,7 +257,7 @@ def run_bridges(opts: BridgeBenchOptions) -> dict[str, Any]:
         results.append(one_run(opts))
     keys = ("polls_per_s", "interval_p50_ms", "interval_p99_ms", "interval_max_ms", "deviation_p50_ms",
             "deviation_p99_ms", "deviation_max_ms", "skipped", "gaps", "poller_cpu", "servers_cpu",
-            "ceiling_reads_per_s")
+            "ceiling_reads_per_s", "load_start", "load_end")
     figures = {k: spread([r[k] for r in results]) for k in keys}
     target = opts.blocks * opts.rate_hz
     pct = {k: {**figures[k], **{m: 100 * figures[k][m] for m in ("median", "min", "max")}}
@@ -267,8 +272,10 @@ def run_bridges(opts: BridgeBenchOptions) -> dict[str, Any]:
         ["gaps", fmt_spread(figures["gaps"])],
         ["CPU, poller / servers (% of one core)", f"{fmt_spread(pct['poller_cpu'])} / {fmt_spread(pct['servers_cpu'])}"],
         ["ceiling: bare pymodbus reads/s, same connections", fmt_spread(figures["ceiling_reads_per_s"])],
+        ["machine load (1 min) at the start / end of the measured part",
+         f"{fmt_spread(figures['load_start'], 2)} / {fmt_spread(figures['load_end'], 2)}"],
     ]
-    return {"bench": "bridges-modbus", "environment": environment(), "options": opts.__dict__,
+    return {"bench": "bridges-modbus", "environment": env, "options": opts.__dict__,
             "runs": results, "figures": figures,
             "table": markdown_table([f"Modbus: {opts.blocks} blocks × {opts.rate_hz:g} Hz, {opts.duration_s:g} s, "
                                      f"{opts.endpoints} endpoint(s) × {opts.connections} connection(s)",
