@@ -178,6 +178,7 @@ class Link:
             self.down_since = time.monotonic()
 
     def close(self) -> None:
+        """Disconnect (at the end of a run)."""
         if self.client is not None:
             self.client.close()
 
@@ -223,6 +224,7 @@ class ModbusPoller:
 
     @property
     def skipped(self) -> int:
+        """Slots skipped by every block so far (a slot that came while the block's poll was under way)."""
         return sum(st.skipped for st in self.blocks)
 
     def _flush_missed(self, st: BlockState, force: bool = False) -> None:
