@@ -1,20 +1,30 @@
 """``gigapulse bench bridges modbus``: how evenly the Modbus poller keeps its schedule under load.
 
 The target (issue #13): 100 register blocks polled at 10 Hz, with the achieved rate and the jitter
-reported. The server is the simulated reference plant over Modbus TCP (``gigapulse simulate --serve
-modbus``) in its own process, as a PLC would be, with the simulator writing its registers in real time.
-The poller (:class:`ingestion.bridges.modbus.ModbusPoller`) runs in this process into a counting sink:
-the figure is the Modbus side's, not Kafka's (the sink's own cost is the MQTT bench's subject).
+reported. The plant is wired as a real one is: ``--endpoints`` PLCs (or gateways), each its own TCP
+endpoint, each a ``gigapulse simulate --serve modbus`` process of the reference plant with the simulator
+writing its registers in real time (same seed, so they hold the same values). The blocks of a unit are
+read from one endpoint, the units dealt round-robin over them, so each endpoint answers for about
+27 / endpoints stations. The poller (:class:`ingestion.bridges.modbus.ModbusPoller`) runs in this process
+into a counting sink, with ``--connections`` connections per endpoint: the figure is the Modbus side's,
+not Kafka's (the sink's own cost is the MQTT bench's subject).
 
 Blocks are 10 registers (5 float32 values) each, spread round-robin over the plant's units. Reported
-per run: polls per second against the target, the poll interval's p50/p99 (from each block's
-consecutive poll starts), the p99 of its deviation from the configured interval, overruns (slots
-skipped because a poll ran past the next one) and gaps.
+per run: polls per second against the target; the poll interval from each block's consecutive polls
+(p50, p99, max) and its deviation from the configured interval, the jitter (p50, p99, max); the slots
+skipped because the block's previous poll was still under way; gaps; the CPU the poller and the
+servers used (share of one core), which says which end is short of time; the machine's load, which
+on a shared machine says more about a skipped slot than either.
+
+The ceiling, in the same run: a bare pymodbus loop on the same endpoints and connections, reading the
+same blocks back to back with no schedule and no decoding, for ``peer_s``: the reads per second the
+wire and the servers allow. The poller needs blocks × rate of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -38,6 +48,9 @@ class BridgeBenchOptions:
     rate_hz: float = 10.0
     duration_s: float = 30.0
     warmup_s: float = 3.0
+    endpoints: int = 4
+    connections: int = 1
+    peer_s: float = 5.0
     plant: str = "reference"
     seed: int = 42
 
@@ -103,36 +116,112 @@ def _wait_for_port(port: int, proc: psutil.Popen, timeout: float = 60.0) -> None
     raise BenchError(f"the Modbus server did not listen on {port} within {timeout:g} s")
 
 
+def assign_endpoints(blocks: list[dict[str, Any]], ports: list[int]) -> list[dict[str, Any]]:
+    """Each unit's blocks on one endpoint: the units, in order, dealt round-robin over ``ports``."""
+    units = sorted({b["unit"] for b in blocks})
+    port_of = {u: ports[i % len(ports)] for i, u in enumerate(units)}
+    return [{**b, "port": port_of[b["unit"]]} for b in blocks]
+
+
+def _serve(opts: BridgeBenchOptions, port: int, seconds: float) -> psutil.Popen:
+    return psutil.Popen([sys.executable, "-m", "gigapulse.cli", "simulate", "--serve", "modbus", "--plant",
+                         opts.plant, "--port", str(port), "--seed", str(opts.seed), "--duration", f"{seconds:g}s"],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+async def raw_ceiling(config, seconds: float) -> float:
+    """Reads/s of a bare pymodbus loop per connection of ``config``, its blocks back to back, no decoding."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    groups: dict[tuple[str, int, int], list] = {}
+    unit_link = {(h, p, u): (h, p, i) for (h, p, i), units in config.links().items() for u in units}
+    for b in config.blocks:
+        groups.setdefault(unit_link[(*config.endpoint(b), b.unit)], []).append(b)
+    clients = []
+    for host, port, _ in groups:
+        c = AsyncModbusTcpClient(host, port=port, timeout=config.timeout_s, retries=0, reconnect_delay=0)
+        if not await c.connect():
+            raise BenchError(f"the ceiling's client cannot connect to {host}:{port}")
+        clients.append(c)
+    reads = 0
+    end = time.monotonic() + seconds
+
+    async def loop(client, blocks) -> None:
+        nonlocal reads
+        while time.monotonic() < end:
+            for b in blocks:
+                await client.read_holding_registers(b.address, count=b.count, device_id=b.unit)
+                reads += 1
+    t0 = time.monotonic()
+    try:
+        await asyncio.gather(*(loop(c, bs) for c, bs in zip(clients, groups.values(), strict=True)))
+    finally:
+        for c in clients:
+            c.close()
+    return reads / (time.monotonic() - t0)
+
+
 def one_run(opts: BridgeBenchOptions) -> dict[str, Any]:
-    """Serve the plant in a child, poll it for warm-up + duration, and measure the measured part."""
+    """Serve the plant from ``endpoints`` children, poll it for warm-up + duration, measure the measured part,
+    then run the ceiling on the same servers."""
     from ingestion.bridges.config import ModbusConfig
     from ingestion.bridges.modbus import ModbusPoller
     from schemas.asset_model import load_plant
 
     plant = load_plant(opts.plant)
-    port = free_port()
+    ports = [free_port() for _ in range(opts.endpoints)]
     total = opts.warmup_s + opts.duration_s
-    server = psutil.Popen([sys.executable, "-m", "gigapulse.cli", "simulate", "--serve", "modbus", "--plant",
-                               opts.plant, "--port", str(port), "--seed", str(opts.seed), "--duration",
-                               f"{total + 60:g}s"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    servers = [_serve(opts, port, total + opts.peer_s + 120) for port in ports]
     try:
-        _wait_for_port(port, server)
-        config = ModbusConfig(plant=opts.plant, port=port, timeout_s=1.0,
-                              blocks=bench_blocks(plant, opts.blocks, 1.0 / opts.rate_hz))
+        for port, server in zip(ports, servers, strict=True):
+            _wait_for_port(port, server)
+        blocks = assign_endpoints(bench_blocks(plant, opts.blocks, 1.0 / opts.rate_hz), ports)
+        config = ModbusConfig(plant=opts.plant, port=ports[0], timeout_s=1.0, connections=opts.connections,
+                              blocks=blocks)
         sink = CountingSink()
         poller = ModbusPoller(config, sink)
         stop = threading.Event()
+        me = psutil.Process()
+        cpu: dict[str, float] = {}
+
+        def snapshot(tag: str) -> None:
+            cpu[f"load_{tag}"] = os.getloadavg()[0]
+            cpu[f"poller_{tag}"] = _cpu_s([me])
+            cpu[f"servers_{tag}"] = _cpu_s(servers)
+            cpu[f"wall_{tag}"] = time.monotonic()
+
         t0 = time.monotonic() + opts.warmup_s
-        threading.Timer(total, stop.set).start()
+        timers = [threading.Timer(opts.warmup_s, snapshot, ("start",)), threading.Timer(total, snapshot, ("end",)),
+                  threading.Timer(total, stop.set)]
+        for t in timers:
+            t.start()
         asyncio.run(poller.run(stop))
+        for t in timers:
+            t.join()
         t1 = min(time.monotonic(), t0 + opts.duration_s)
+        ceiling = asyncio.run(raw_ceiling(config, opts.peer_s)) if opts.peer_s > 0 else float("nan")
     finally:
-        stop_child(server)
-    return summarize(poller, sink, opts, t0, t1)
+        for server in servers:
+            stop_child(server)
+    out = summarize(poller, sink, opts, t0, t1)
+    wall = cpu["wall_end"] - cpu["wall_start"]
+    out.update({"poller_cpu": (cpu["poller_end"] - cpu["poller_start"]) / wall,
+                "servers_cpu": (cpu["servers_end"] - cpu["servers_start"]) / wall,
+                "ceiling_reads_per_s": ceiling, "links": len(poller.links),
+                "load_start": cpu["load_start"], "load_end": cpu["load_end"]})
+    return out
 
 
 def summarize(poller, sink: CountingSink, opts: BridgeBenchOptions, t0: float, t1: float) -> dict[str, Any]:
-    """Rate and jitter of the polls that started in [t0, t1] (monotonic seconds)."""
+    """Rate and jitter of the polls made in [t0, t1] (monotonic seconds)."""
     interval = 1.0 / opts.rate_hz
     gaps: list[float] = []
     polls = 0
@@ -142,13 +231,17 @@ def summarize(poller, sink: CountingSink, opts: BridgeBenchOptions, t0: float, t
         if len(starts) > 1:
             gaps.extend(np.diff(starts).tolist())
     d = np.array(gaps) if gaps else np.array([np.nan])
+    dev = np.abs(d - interval)
     return {
         "polls_per_s": polls / (t1 - t0),
         "target_polls_per_s": opts.blocks * opts.rate_hz,
         "interval_p50_ms": float(np.nanpercentile(d, 50) * 1000),
         "interval_p99_ms": float(np.nanpercentile(d, 99) * 1000),
-        "deviation_p99_ms": float(np.nanpercentile(np.abs(d - interval), 99) * 1000),
-        "overruns": sum(st.overruns for st in poller.blocks),
+        "interval_max_ms": float(np.nanmax(d) * 1000),
+        "deviation_p50_ms": float(np.nanpercentile(dev, 50) * 1000),
+        "deviation_p99_ms": float(np.nanpercentile(dev, 99) * 1000),
+        "deviation_max_ms": float(np.nanmax(dev) * 1000),
+        "skipped": poller.skipped,
         "gaps": sink.gaps,
         "values": sink.readings,
     }
@@ -156,22 +249,34 @@ def summarize(poller, sink: CountingSink, opts: BridgeBenchOptions, t0: float, t
 
 def run_bridges(opts: BridgeBenchOptions) -> dict[str, Any]:
     """``--runs`` runs; the report's table gives each figure as median (min–max)."""
+    env = environment()
     results = []
     for i in range(opts.runs):
-        console.print(f"run {i + 1}/{opts.runs}: {opts.blocks} blocks at {opts.rate_hz:g} Hz for {opts.duration_s:g} s")
+        console.print(f"run {i + 1}/{opts.runs}: {opts.blocks} blocks at {opts.rate_hz:g} Hz for {opts.duration_s:g} s "
+                      f"from {opts.endpoints} endpoint(s), {opts.connections} connection(s) each")
         results.append(one_run(opts))
-    keys = ("polls_per_s", "interval_p50_ms", "interval_p99_ms", "deviation_p99_ms", "overruns", "gaps")
+    keys = ("polls_per_s", "interval_p50_ms", "interval_p99_ms", "interval_max_ms", "deviation_p50_ms",
+            "deviation_p99_ms", "deviation_max_ms", "skipped", "gaps", "poller_cpu", "servers_cpu",
+            "ceiling_reads_per_s", "load_start", "load_end")
     figures = {k: spread([r[k] for r in results]) for k in keys}
     target = opts.blocks * opts.rate_hz
+    pct = {k: {**figures[k], **{m: 100 * figures[k][m] for m in ("median", "min", "max")}}
+           for k in ("poller_cpu", "servers_cpu")}
     rows = [
         ["polls/s (target)", f"{fmt_spread(figures['polls_per_s'], 1)} ({target:,.0f})"],
-        ["poll interval p50, ms", fmt_spread(figures["interval_p50_ms"], 2)],
-        ["poll interval p99, ms", fmt_spread(figures["interval_p99_ms"], 2)],
-        ["deviation from the configured interval p99, ms", fmt_spread(figures["deviation_p99_ms"], 2)],
-        ["overruns (slots skipped)", fmt_spread(figures["overruns"])],
+        ["poll interval p50 / p99 / max, ms", " / ".join(fmt_spread(figures[f"interval_{q}_ms"], 2)
+                                                        for q in ("p50", "p99", "max"))],
+        ["jitter (deviation from the interval) p50 / p99 / max, ms",
+         " / ".join(fmt_spread(figures[f"deviation_{q}_ms"], 2) for q in ("p50", "p99", "max"))],
+        ["slots skipped", fmt_spread(figures["skipped"])],
         ["gaps", fmt_spread(figures["gaps"])],
+        ["CPU, poller / servers (% of one core)", f"{fmt_spread(pct['poller_cpu'])} / {fmt_spread(pct['servers_cpu'])}"],
+        ["ceiling: bare pymodbus reads/s, same connections", fmt_spread(figures["ceiling_reads_per_s"])],
+        ["machine load (1 min) at the start / end of the measured part",
+         f"{fmt_spread(figures['load_start'], 2)} / {fmt_spread(figures['load_end'], 2)}"],
     ]
-    return {"bench": "bridges-modbus", "environment": environment(), "options": opts.__dict__,
+    return {"bench": "bridges-modbus", "environment": env, "options": opts.__dict__,
             "runs": results, "figures": figures,
-            "table": markdown_table([f"Modbus: {opts.blocks} blocks × {opts.rate_hz:g} Hz, {opts.duration_s:g} s",
+            "table": markdown_table([f"Modbus: {opts.blocks} blocks × {opts.rate_hz:g} Hz, {opts.duration_s:g} s, "
+                                     f"{opts.endpoints} endpoint(s) × {opts.connections} connection(s)",
                                      "median (min–max)"], rows)}

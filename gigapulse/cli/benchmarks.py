@@ -80,15 +80,22 @@ def bench_bridges_modbus(
     blocks: Annotated[int, typer.Option(min=1, max=10_000, help="Register blocks (10 registers each) polled.")] = 100,
     rate: Annotated[float, typer.Option(min=0.1, max=100, help="Polls per second of each block.")] = 10.0,
     duration: Annotated[str, typer.Option(help="Measured time per run (after a 3 s warm-up).")] = "30s",
+    endpoints: Annotated[int, typer.Option(min=1, max=27, help="Server processes (PLCs or gateways), the "
+                                                                "plant's units dealt among them.")] = 4,
+    connections: Annotated[int, typer.Option(min=1, max=32, help="Poller connections per endpoint.")] = 1,
+    peer_seconds: Annotated[float, typer.Option(min=0, max=600, help="Seconds the bare pymodbus ceiling reads "
+                                                                     "after the poller (0: none).")] = 5.0,
     seed: SeedOpt = 42,
     out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/bridges-modbus.json"),
 ):
-    """Modbus poller: achieved polls/s and the poll interval's jitter against the simulated plant's server."""
+    """Modbus poller: achieved polls/s and the poll interval's jitter against the simulated plant's servers."""
     from gigapulse import bench
     from ingestion.pipeline import parse_duration
 
     opts = bench.BridgeBenchOptions(runs=runs, blocks=blocks, rate_hz=rate, seed=seed,
-                                    duration_s=_parse(parse_duration, duration, "--duration"))
+                                    duration_s=_parse(parse_duration, duration, "--duration"),
+                                    endpoints=endpoints, connections=connections,
+                                    peer_s=peer_seconds)
     bench.emit(bench.run_bridges(opts), out)
 
 

@@ -115,6 +115,9 @@ class ModbusBlock(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     unit: int = Field(ge=0, le=255, description="Modbus unit (slave) id.")
+    host: str | None = Field(None, min_length=1, description="The endpoint (PLC or gateway) holding the unit, if "
+                             "not the configuration's host.")
+    port: int | None = Field(None, ge=1, le=65_535, description="Its port, if not the configuration's port.")
     function: Literal["holding", "input"] = Field("holding", description="holding (code 3) or input (code 4) "
                                                   "registers.")
     address: int = Field(ge=0, le=65_535, description="First register read.")
@@ -133,15 +136,39 @@ class ModbusBlock(BaseModel):
 
 
 class ModbusConfig(BridgeConfig):
-    """``gigapulse bridge modbus``: one Modbus TCP server (or gateway) and the blocks polled from it."""
+    """``gigapulse bridge modbus``: the blocks polled from one or more Modbus TCP endpoints.
+
+    An endpoint is a PLC or a gateway (several unit ids behind one address): ``host``/``port`` name the
+    default one and a block may name its own. Each endpoint gets ``connections`` TCP connections and its
+    units are dealt among them, a unit always on the same one (a device sees its requests in order).
+    """
 
     kind: Literal["modbus"] = "modbus"
     host: str = "127.0.0.1"
     port: int = Field(502, ge=1, le=65_535)
+    connections: int = Field(1, ge=1, le=32, description="TCP connections per endpoint, its units dealt among "
+                             "them; requests on one connection wait for each other (Modbus TCP devices answer "
+                             "in order), requests on two do not. Many devices accept only a few connections.")
     timeout_s: float = Field(1.0, gt=0, le=60, description="A poll not answered within this is a gap.")
     reconnect_min_s: float = Field(0.5, gt=0, description="First wait before reconnecting; doubles per failure.")
     reconnect_max_s: float = Field(10.0, gt=0, description="Longest wait between reconnects.")
     blocks: list[ModbusBlock] = Field(min_length=1)
+
+    def endpoint(self, block: ModbusBlock) -> tuple[str, int]:
+        """The (host, port) a block is read from."""
+        return (block.host or self.host, block.port or self.port)
+
+    def links(self) -> dict[tuple[str, int, int], list[int]]:
+        """Connection (host, port, index) -> the units it reads: each endpoint's units, in order, dealt
+        round-robin over at most ``connections`` connections."""
+        units: dict[tuple[str, int], set[int]] = {}
+        for b in self.blocks:
+            units.setdefault(self.endpoint(b), set()).add(b.unit)
+        out: dict[tuple[str, int, int], list[int]] = {}
+        for (host, port), us in units.items():
+            for i, unit in enumerate(sorted(us)):
+                out.setdefault((host, port, i % self.connections), []).append(unit)
+        return out
 
 
 def modbus_config(plant: Plant, sensors: list[AssetEntry], plant_ref: str) -> dict[str, Any]:

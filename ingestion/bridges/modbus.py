@@ -6,25 +6,34 @@ word orders (of a multi-register value); :func:`encode_value` is its inverse, wh
 server (:mod:`ingestion.bridges.modbus_server`) and the tests use. A point's value is the decoded number
 × scale + offset.
 
-Polling is asyncio with pymodbus's async client: one connection, one task per block on an absolute
-schedule (``start + k × interval``, so a slow poll does not shift every later one), in one thread. Async
-because a Modbus poller is all waiting: a hundred blocks at 10 Hz are a thousand requests a second, each
-a fraction of a millisecond of work, and a timed-out unit must not hold the others' schedule back the way
-a blocking client on one thread would (the client serialises requests on its connection, as Modbus TCP
-devices expect). A poll whose slot passed while the previous one ran is skipped and counted as an overrun.
+Polling is asyncio with pymodbus's async client, in one thread: one task per block on an absolute
+schedule, and one connection (:class:`Link`) per endpoint, or ``connections`` per endpoint with its unit
+ids dealt among them (:meth:`ModbusConfig.links`). A plant is wired that way: each PLC is its own TCP
+endpoint, and a gateway holds several unit ids behind one. Modbus TCP answers one request at a time per
+connection, so a thousand reads a second on one connection leave a millisecond per round trip, which two
+Python ends on a busy machine do not keep; spread over the endpoints' connections, the round trips overlap
+and a slow or dead device delays only the blocks that share its connection. Async rather than a thread
+per connection because a poller is all waiting: a request is a fraction of a millisecond of work, and
+one event loop serves every connection's timers and timeouts without threads contending for the GIL.
+
+The schedule: block k's polls are due at ``start + phase + n × interval`` on the event loop's monotonic
+clock, so a late poll does not shift the later ones. A slot that comes while the block's previous poll is
+still under way (waiting behind another block on its connection, or for a slow answer) is **skipped**:
+counted (:attr:`BlockState.skipped`, logged at the end), and no read is made for it. A skipped slot is not
+a gap, because nothing failed: the source was being read at the time, and the read under way yields its
+own readings or its own gap. Either way no value is invented for the slot. Timestamps are the time the
+request went out (the connection free and connected), epoch ms.
 
 The gap rule: a poll that fails (an exception response, a timeout, a lost connection) is
 :meth:`BridgeSink.gap` with reason ``source_error`` and the error, for every sensor of the block; while the
 server cannot be reached, the polls not made are one gap per block per ``reconnect_max_s`` (the detail
 says how many and from when to when). A value that does not decode (a NaN or infinite float, a short
 read) is a gap with reason ``bad_payload`` and the registers' bytes. Never a zero, never the last value.
-Timestamps are the poll's start, epoch ms.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import struct
@@ -97,18 +106,97 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+class Link:
+    """One TCP connection to an endpoint, and the reconnect state of it; shared by its units' blocks.
+
+    ``lock`` is held from the connection check to the answer: one request at a time on a connection
+    (a Modbus TCP device answers in order, and pymodbus's client would serialise them anyway), and the
+    poll's timestamp is taken once the request can go out, not while it waited for the one before.
+    """
+
+    def __init__(self, host: str, port: int, index: int, units: list[int], config: ModbusConfig):
+        self.host, self.port, self.index, self.units = host, port, index, units
+        self.config = config
+        self.client = None
+        self.lock: asyncio.Lock | None = None
+        self.next_attempt = 0.0
+        self.backoff = config.reconnect_min_s
+        self.down_since: float | None = None
+        self.last_error = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}" + (f" #{self.index + 1}" if self.config.connections > 1 else "")
+
+    def _make_client(self):
+        from pymodbus.client import AsyncModbusTcpClient
+
+        # retries=0: a failed read is a gap, and the next poll is the retry; reconnect_delay=0: this class
+        # reconnects itself, with its own backoff, so a gap is written for the polls the outage cost.
+        return AsyncModbusTcpClient(self.host, port=self.port, timeout=self.config.timeout_s, retries=0,
+                                    reconnect_delay=0, name=f"gigapulse-{self.host}-{self.index}")
+
+    async def connected(self) -> tuple[bool, str]:
+        """Whether the client is connected, connecting (with backoff) if it is not and it is time to try.
+
+        Called with ``lock`` held, so one connect at a time per connection.
+        """
+        if self.client is not None and self.client.connected:
+            return True, ""
+        now = time.monotonic()
+        if now < self.next_attempt:
+            return False, self.last_error
+        if self.client is None:
+            self.client = self._make_client()
+        where = f"{self.host}:{self.port}"
+        try:
+            ok = await self.client.connect()
+            error = "" if ok else f"cannot connect to {where}"
+        except Exception as exc:  # noqa: BLE001 - any connect failure waits for the next attempt
+            ok, error = False, f"cannot connect to {where}: {exc}"
+        if ok:
+            if self.down_since is not None:
+                log.info("modbus %s: connected again after %.1f s", self.name, now - self.down_since)
+            self.down_since = None
+            self.backoff = self.config.reconnect_min_s
+            return True, ""
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("modbus %s: %s; its polls are gaps until it answers (next try in %.1f s)", self.name,
+                        error, self.backoff)
+        self.next_attempt = now + self.backoff
+        self.backoff = min(self.backoff * 2, self.config.reconnect_max_s)
+        self.last_error = error
+        return False, error
+
+    def lost(self, reason: str) -> None:
+        """The connection broke: close it, so the next poll reconnects (with backoff)."""
+        if self.client is not None and self.client.connected:
+            log.warning("modbus %s: connection lost (%s)", self.name, reason)
+            self.client.close()
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+    def close(self) -> None:
+        """Disconnect (at the end of a run)."""
+        if self.client is not None:
+            self.client.close()
+
+
 @dataclass
 class BlockState:
-    """A block's schedule and outcomes; ``starts`` keeps the recent poll start times (monotonic s)."""
+    """A block's connection, schedule and outcomes; ``starts`` keeps the recent poll times (monotonic s)."""
 
     block: ModbusBlock
+    link: Link
     polls: int = 0
     failed: int = 0
-    overruns: int = 0
+    skipped: int = 0
     missed: int = 0
     missed_first_ms: int | None = None
     missed_last_ms: int | None = None
     missed_error: str = ""
+    busy: bool = False
     starts: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     @property
@@ -123,67 +211,21 @@ class BlockState:
 class ModbusPoller:
     """Polls the blocks of one :class:`ModbusConfig` into a sink until stopped."""
 
-    def __init__(self, config: ModbusConfig, sink, client=None):
+    def __init__(self, config: ModbusConfig, sink):
         self.config = config
         self.sink = sink
-        self.blocks = [BlockState(b) for b in config.blocks]
-        self._client = client
-        self._connect_lock: asyncio.Lock | None = None
-        self._next_attempt = 0.0
-        self._backoff = config.reconnect_min_s
-        self._down_since: float | None = None
+        self.links: dict[tuple[str, int, int], Link] = {}
+        by_unit: dict[tuple[str, int, int], Link] = {}
+        for (host, port, index), units in config.links().items():
+            link = self.links[(host, port, index)] = Link(host, port, index, units, config)
+            by_unit.update({(host, port, u): link for u in units})
+        self.blocks = [BlockState(b, by_unit[(*config.endpoint(b), b.unit)]) for b in config.blocks]
         self._stopping = False
-        self._stop_event: asyncio.Event | None = None
 
-    def _make_client(self):
-        from pymodbus.client import AsyncModbusTcpClient
-
-        # retries=0: a failed read is a gap, and the next poll is the retry; reconnect_delay=0: this class
-        # reconnects itself, with its own backoff, so a gap is written for the polls the outage cost.
-        return AsyncModbusTcpClient(self.config.host, port=self.config.port, timeout=self.config.timeout_s,
-                                    retries=0, reconnect_delay=0, name=f"gigapulse-{self.config.host}")
-
-    async def _connected(self) -> tuple[bool, str]:
-        """Whether the client is connected, connecting (with backoff) if it is not and it is time to try."""
-        assert self._connect_lock is not None
-        async with self._connect_lock:
-            if self._client is not None and self._client.connected:
-                return True, ""
-            now = time.monotonic()
-            if now < self._next_attempt:
-                return False, self._last_error
-            if self._client is None:
-                self._client = self._make_client()
-            try:
-                ok = await self._client.connect()
-                error = "" if ok else f"cannot connect to {self.config.host}:{self.config.port}"
-            except Exception as exc:  # noqa: BLE001 - any connect failure waits for the next attempt
-                ok, error = False, f"cannot connect to {self.config.host}:{self.config.port}: {exc}"
-            if ok:
-                if self._down_since is not None:
-                    log.info("modbus %s:%d: connected again after %.1f s", self.config.host, self.config.port,
-                             now - self._down_since)
-                self._down_since = None
-                self._backoff = self.config.reconnect_min_s
-                return True, ""
-            if self._down_since is None:
-                self._down_since = now
-                log.warning("modbus %s:%d: %s; polls are gaps until it answers (next try in %.1f s)",
-                            self.config.host, self.config.port, error, self._backoff)
-            self._next_attempt = now + self._backoff
-            self._backoff = min(self._backoff * 2, self.config.reconnect_max_s)
-            self._last_error = error
-            return False, error
-
-    _last_error = ""
-
-    def _lost(self, reason: str) -> None:
-        """The connection broke: close it, so the next poll reconnects (with backoff)."""
-        if self._client is not None and self._client.connected:
-            log.warning("modbus %s:%d: connection lost (%s)", self.config.host, self.config.port, reason)
-            self._client.close()
-        if self._down_since is None:
-            self._down_since = time.monotonic()
+    @property
+    def skipped(self) -> int:
+        """Slots skipped by every block so far (a slot that came while the block's poll was under way)."""
+        return sum(st.skipped for st in self.blocks)
 
     def _flush_missed(self, st: BlockState, force: bool = False) -> None:
         if not st.missed:
@@ -197,27 +239,38 @@ class ModbusPoller:
 
     async def poll(self, st: BlockState) -> None:
         """One poll of one block: readings, or a gap with its reason."""
+        link = st.link
+        assert link.lock is not None
+        async with link.lock:
+            ok, error = await link.connected()
+            ts = int(time.time() * 1000)
+            st.starts.append(time.monotonic())
+            st.polls += 1
+            if not ok:
+                st.missed += 1
+                st.missed_first_ms = st.missed_first_ms or ts
+                st.missed_last_ms = ts
+                st.missed_error = error
+                self._flush_missed(st)
+                return
+            self._flush_missed(st, force=True)
+            b = st.block
+            client = link.client
+            read = client.read_holding_registers if b.function == "holding" else client.read_input_registers
+            try:
+                rr = await read(b.address, count=b.count, device_id=b.unit)
+            except Exception as exc:  # noqa: BLE001 - timeouts, I/O and connection errors alike are gaps
+                st.failed += 1
+                self.sink.gap(st.sensors, ts, Reason.SOURCE_ERROR,
+                              f"{st.describe()} on {link.host}:{link.port}: {type(exc).__name__}: {exc}")
+                if not client.connected:
+                    link.lost(str(exc))
+                return
+        self._deliver(st, ts, rr)
+
+    def _deliver(self, st: BlockState, ts: int, rr) -> None:
+        """An answer's readings, or the gap of an exception response or of registers that do not decode."""
         b = st.block
-        ts = int(time.time() * 1000)
-        st.polls += 1
-        ok, error = await self._connected()
-        if not ok:
-            st.missed += 1
-            st.missed_first_ms = st.missed_first_ms or ts
-            st.missed_last_ms = ts
-            st.missed_error = error
-            self._flush_missed(st)
-            return
-        self._flush_missed(st, force=True)
-        read = self._client.read_holding_registers if b.function == "holding" else self._client.read_input_registers
-        try:
-            rr = await read(b.address, count=b.count, device_id=b.unit)
-        except Exception as exc:  # noqa: BLE001 - timeouts, I/O and connection errors alike are gaps
-            st.failed += 1
-            self.sink.gap(st.sensors, ts, Reason.SOURCE_ERROR, f"{st.describe()}: {type(exc).__name__}: {exc}")
-            if not self._client.connected:
-                self._lost(str(exc))
-            return
         if rr.isError():
             st.failed += 1
             code = getattr(rr, "exception_code", None)
@@ -243,27 +296,29 @@ class ModbusPoller:
     async def _block_loop(self, st: BlockState, phase: float) -> None:
         loop = asyncio.get_running_loop()
         interval = st.block.interval_s
-        due = loop.time() + phase
+        due = loop.time() + phase  # the event loop's clock is monotonic: slot k is at start + phase + k × interval
         while not self._stopping:
             delay = due - loop.time()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_event.wait(), delay)
+                await asyncio.sleep(delay)  # a plain timer: stopping cancels a task that sleeps
             if self._stopping:
                 break
-            st.starts.append(time.monotonic())
-            await self.poll(st)
+            st.busy = True
+            try:
+                await self.poll(st)
+            finally:
+                st.busy = False
             due += interval
             behind = loop.time() - due
-            if behind > 0:  # the poll ran past its next slot: skip the slots that passed
+            if behind > 0:  # the poll was still under way at its next slot(s): those are skipped
                 skipped = int(behind // interval) + 1
-                st.overruns += skipped
+                st.skipped += skipped
                 due += skipped * interval
 
     async def run(self, stop: threading.Event) -> None:
         """Poll every block until ``stop`` is set; then write the gaps of polls not made and disconnect."""
-        self._connect_lock = asyncio.Lock()
-        self._stop_event = asyncio.Event()
+        for link in self.links.values():
+            link.lock = asyncio.Lock()
         n = len(self.blocks)
         tasks = [asyncio.create_task(self._block_loop(st, i * min(st.block.interval_s, 1.0) / n))
                  for i, st in enumerate(self.blocks)]
@@ -271,17 +326,23 @@ class ModbusPoller:
             while not stop.is_set() and not all(t.done() for t in tasks):
                 await asyncio.sleep(0.05)
         finally:
-            # A poll under way finishes (its answer is a reading or a gap, not lost), within its timeout.
+            # A poll under way finishes (its answer is a reading or a gap, not lost), within its timeout;
+            # polls queued behind it on the same connection may each take one more.
             self._stopping = True
-            self._stop_event.set()
+            for st, t in zip(self.blocks, tasks, strict=True):
+                if not st.busy:
+                    t.cancel()
             await asyncio.wait(tasks, timeout=self.config.timeout_s + 1)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for st in self.blocks:
                 self._flush_missed(st, force=True)
-            if self._client is not None:
-                self._client.close()
+            for link in self.links.values():
+                link.close()
+            if self.skipped:
+                log.info("modbus: %d poll slot(s) skipped while the block's previous poll was under way",
+                         self.skipped)
         for t in tasks:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()
@@ -298,6 +359,7 @@ def _exception_name(code: int | None) -> str:
 
 def run_modbus(config: ModbusConfig, sink, stop: threading.Event) -> None:
     """``gigapulse bridge modbus``'s runner: poll until ``stop`` is set."""
-    log.info("modbus %s:%d: %d block(s), %d point(s)", config.host, config.port, len(config.blocks),
-             sum(len(b.points) for b in config.blocks))
+    links = config.links()
+    log.info("modbus: %d block(s), %d point(s), %d endpoint(s) over %d connection(s)", len(config.blocks),
+             sum(len(b.points) for b in config.blocks), len({(h, p) for h, p, _ in links}), len(links))
     asyncio.run(ModbusPoller(config, sink).run(stop))

@@ -7,8 +7,9 @@ ticks are written into it (:meth:`RegisterStore.apply_frame`: each sensor's newe
 while pymodbus's server answers from it, through a device action that copies the unit's current
 registers into the response. A register written in one slice assignment cannot be read half-updated.
 
-For tests, a unit can be made to fail (:meth:`RegisterStore.fail_unit`: every read answers an exception),
-and a range of registers can hold a NaN (:meth:`RegisterStore.set_raw`).
+For tests, a unit can be made to fail (:meth:`RegisterStore.fail_unit`: every read answers an exception)
+or slow (:meth:`RegisterStore.slow_unit`: every answer comes late), and a range of registers can hold a
+NaN (:meth:`RegisterStore.set_raw`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class RegisterStore:
         self.registers: dict[int, list[int]] = {u: [0] * n for u, n in sizes.items()}
         #: Units that answer every read with this Modbus exception code (tests inject read errors).
         self.failing: dict[int, int] = {}
+        #: Units whose answers wait this many seconds (a slow device, or past the poller's timeout a dead one).
+        self.slow: dict[int, float] = {}
         self.reads = 0
         #: Reads answered with registers, and with an exception, per unit (what a test expects downstream).
         self.served: Counter[int] = Counter()
@@ -75,12 +78,21 @@ class RegisterStore:
         else:
             self.failing.pop(unit, None)
 
+    def slow_unit(self, unit: int, delay_s: float) -> None:
+        """Make every answer of ``unit`` wait ``delay_s`` seconds; 0 heals it."""
+        if delay_s > 0:
+            self.slow[unit] = delay_s
+        else:
+            self.slow.pop(unit, None)
+
     async def _action(self, unit: int, function_code: int, start_address: int, address: int, count: int,
                       current: list[int], set_values) -> int | None:
         """pymodbus's device action: fail the unit, or copy its registers into the response."""
         from pymodbus.constants import ExcCodes
 
         self.reads += 1
+        if unit in self.slow:
+            await asyncio.sleep(self.slow[unit])
         if unit in self.failing:
             self.refused[unit] += 1
             return ExcCodes(self.failing[unit])

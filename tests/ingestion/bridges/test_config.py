@@ -76,3 +76,19 @@ def test_modbus_addresses_follow_the_scheme():
         assert b.address == a.address + a.count
     meters = [e for e in plant.sensors if e.is_energy_meter]
     assert meters and all(addrs[e.sensor_id].type == "float64" and addrs[e.sensor_id].count == 4 for e in meters)
+
+
+def _blocks(*specs):
+    return [{"unit": u, "address": 0, "count": 2, "points": [{"sensor": f"s{u}", "address": 0}], **extra}
+            for u, extra in specs]
+
+
+def test_each_endpoint_gets_its_connections_and_a_unit_always_the_same_one():
+    cfg = ModbusConfig(host="10.0.0.1", port=502, connections=2,
+                       blocks=_blocks((1, {}), (2, {}), (3, {}), (1, {}), (7, {"host": "10.0.0.2"}),
+                                      (8, {"host": "10.0.0.2", "port": 5020})))
+    assert cfg.links() == {("10.0.0.1", 502, 0): [1, 3], ("10.0.0.1", 502, 1): [2],
+                           ("10.0.0.2", 502, 0): [7], ("10.0.0.2", 5020, 0): [8]}
+    assert cfg.endpoint(cfg.blocks[4]) == ("10.0.0.2", 502)
+    single = ModbusConfig(blocks=_blocks((1, {}), (2, {})))
+    assert single.links() == {("127.0.0.1", 502, 0): [1, 2]}  # one connection per endpoint by default

@@ -212,3 +212,109 @@ def test_simulate_serve_modbus_serves_the_simulated_plant(tmp_path):
             span = e.usl - e.lsl
             assert e.lsl - 2 * span < value < e.usl + 2 * span, (sensor, value)
     assert "served" in out
+
+
+# --------------------------------------------------------------------------- concurrency and the schedule
+
+def unit_blocks(plant, units: list[int], interval_s: float, endpoints: dict[int, int] | None = None) -> list[dict]:
+    """One 10-register block per unit (its first sensors), at ``endpoints[unit]``'s port if given.
+
+    Units 3.. of the legacy plant are stations with 20 or more registers (1 and 2 hold one meter each)."""
+    from schemas.addresses import modbus_addresses
+
+    addrs = modbus_addresses(plant)
+    out = []
+    for u in units:
+        points = [{"sensor": s, "address": a.address, "type": a.type} for s, a in addrs.items()
+                  if a.unit == u and a.address + a.count <= 10]
+        out.append({"unit": u, "address": 0, "count": 10, "interval_s": interval_s, "points": points,
+                    **({"port": endpoints[u]} if endpoints and u in endpoints else {})})
+    return out
+
+
+def intervals(st) -> list[float]:
+    s = list(st.starts)
+    return [b - a for a, b in zip(s, s[1:], strict=False)]
+
+
+@pytest.mark.parametrize("connections", [2, 1])
+def test_a_slow_device_delays_only_the_blocks_on_its_connection(served, connections):
+    """Unit 3 answers in 0.35 s (the blocks poll every 0.1 s); unit 4 answers at once. On a connection each,
+    unit 4 keeps its schedule; sharing one connection, unit 4's polls queue behind unit 3's."""
+    plant, store, port = served
+    store.slow_unit(3, 0.35)
+    cfg = ModbusConfig(plant="legacy", port=port, connections=connections, timeout_s=1.0,
+                       blocks=unit_blocks(plant, [3, 4], 0.1))
+    sink = RecordingSink()
+    poller = run_for(cfg, sink, 2.0)
+    slow, fast = poller.blocks
+    assert slow.skipped >= 5 and slow.failed == 0  # late answers: slots skipped, still read, no gap
+    assert not sink.gaps
+    read = {s for s, _, _ in sink.readings}
+    assert set(slow.sensors) <= read and set(fast.sensors) <= read
+    if connections == 2:
+        assert slow.link is not fast.link
+        assert fast.polls >= 15 and fast.skipped <= 3, (fast.polls, fast.skipped)  # a busy machine may cost one
+        assert sorted(intervals(fast))[len(intervals(fast)) // 2] == pytest.approx(0.1, abs=0.01)
+    else:
+        assert slow.link is fast.link
+        assert fast.skipped >= 5 and fast.polls <= 8, (fast.polls, fast.skipped)
+
+
+def test_a_device_past_its_timeout_is_a_gap_and_the_other_devices_keep_their_schedule(served):
+    plant, store, port = served
+    store.slow_unit(3, 1.5)
+    cfg = ModbusConfig(plant="legacy", port=port, connections=3, timeout_s=0.3,
+                       blocks=unit_blocks(plant, [3, 4, 5], 0.1))
+    sink = RecordingSink()
+    poller = run_for(cfg, sink, 1.5)
+    dead, *alive = poller.blocks
+    seen = [(g[0][0], g[1], g[2]) for g in sink.gaps]
+    assert dead.failed >= 1 and dead.skipped >= 2, (dead.failed, dead.skipped, seen)
+    assert sink.gaps and all(g[1] is Reason.SOURCE_ERROR and set(g[0]) == set(dead.sensors) for g in sink.gaps), seen
+    assert f"unit 3 holding registers 0..9 on 127.0.0.1:{port}" in sink.gaps[0][2], seen
+    assert not set(dead.sensors) & {s for s, _, _ in sink.readings}  # no value invented for a failed read
+    for st in alive:
+        assert st.polls >= 10 and st.skipped <= 3 and st.failed == 0, (st.polls, st.skipped)
+
+
+def test_two_endpoints_poll_side_by_side_and_one_down_does_not_hold_the_other(served):
+    """Two PLCs: one answers, the other's port has nobody listening (reconnect with backoff, gaps)."""
+    plant, store, port = served
+    dead_port = free_port()
+    cfg = ModbusConfig(plant="legacy", port=port, timeout_s=0.5, reconnect_min_s=0.1, reconnect_max_s=0.4,
+                       blocks=unit_blocks(plant, [3, 4, 5], 0.1, endpoints={5: dead_port}))
+    sink = RecordingSink()
+    poller = run_for(cfg, sink, 1.5)
+    assert len(poller.links) == 2
+    a, b, down = poller.blocks
+    assert a.link is b.link and down.link.port == dead_port
+    for st in (a, b):
+        assert st.polls >= 10 and st.skipped <= 3 and st.failed == 0, (st.polls, st.skipped)
+    gaps = [g for g in sink.gaps if set(g[0]) == set(down.sensors)]
+    assert gaps and len(gaps) == len(sink.gaps) and all("not made" in g[2] and str(dead_port) in g[2] for g in gaps)
+    assert not set(down.sensors) & {s for s, _, _ in sink.readings}
+
+
+def test_a_late_poll_does_not_shift_the_later_slots(served):
+    """The schedule is anchored: after a slow answer, the next polls fall back on the original grid."""
+    plant, store, port = served
+    cfg = ModbusConfig(plant="legacy", port=port, timeout_s=1.0, blocks=unit_blocks(plant, [4], 0.1))
+    poller = ModbusPoller(cfg, RecordingSink())
+    stop = threading.Event()
+
+    def slow_once():
+        store.slow_unit(4, 0.25)
+        threading.Timer(0.2, store.slow_unit, (4, 0)).start()
+
+    threading.Timer(0.55, slow_once).start()
+    threading.Timer(1.6, stop.set).start()
+    asyncio.run(poller.run(stop))
+    st = poller.blocks[0]
+    starts = list(st.starts)
+    assert st.skipped >= 2
+    grid = starts[0]
+    # off the grid of the first poll, in slots (0 = on a slot, 0.5 = half way between two)
+    off = [min(f, 1 - f) for f in (((t - grid) / 0.1) % 1.0 for t in starts)]
+    after = off[len(off) // 2:]  # the polls after the slow answers: a relative sleep would have moved them by 0.5
+    assert sorted(after)[len(after) // 2] < 0.1, off
