@@ -227,6 +227,9 @@ def bench_scoring(
                                                              "worker (the catalog's publisher).")] = 10.0,
     model_hours: Annotated[float, typer.Option(min=0.5, help="Hours of the cached quality lake the champion "
                                                              "is trained on.")] = 3.0,
+    stream_flush: Annotated[float | None, typer.Option(min=0.05, help="The stream worker's checkpoint interval, "
+                                                                      "s (GIGAPULSE_STREAM_FLUSH_SECONDS; default: "
+                                                                      "the worker's own, 0.5).")] = None,
     cache: Annotated[Path, typer.Option(help="Where the quality bench's lakes are kept.")] = Path("var/bench"),
     seed: SeedOpt = 42,
     out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/scoring.json"),
@@ -243,7 +246,7 @@ def bench_scoring(
     if plant not in ("reference", "legacy"):
         raise UserError(f"--plant: unknown {plant} (choose from reference, legacy)")
     opts = ScoringOptions(minutes=minutes, plant=plant, poll_s=poll, compact_every_s=compact_every,
-                          model_hours=model_hours, cache=cache, seed=seed)
+                          model_hours=model_hours, cache=cache, seed=seed, stream_flush_s=stream_flush)
     try:
         report = run_scoring(opts)
     except bench.BenchError as exc:
