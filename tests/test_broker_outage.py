@@ -46,7 +46,7 @@ def _take_down(settings: BrokerSettings, sig: signal.Signals) -> None:
     pid = _broker_pid(settings)
     os.kill(pid, sig)
     with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(60)
+        psutil.Process(pid).wait(120)  # a controlled shutdown (SIGTERM) on a busy CI machine can take a minute
 
 
 def _cli(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen:

@@ -263,8 +263,10 @@ class ModbusPoller:
                 st.failed += 1
                 self.sink.gap(st.sensors, ts, Reason.SOURCE_ERROR,
                               f"{st.describe()} on {link.host}:{link.port}: {type(exc).__name__}: {exc}")
-                if not client.connected:
-                    link.lost(str(exc))
+                # Always a new connection after a failed read: a device that answers after the timeout
+                # would otherwise have its late answer taken for the next request's on the same socket,
+                # a value with the wrong time. The next poll reconnects at once.
+                link.lost(f"{type(exc).__name__}: {exc}")
                 return
         self._deliver(st, ts, rr)
 
