@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,6 +38,9 @@ class Corruption:
     lost_offsets: int
     lost_partition: int
     ghost_event_offset: int
+    #: When the source warehouse was built, right after its data ended: the 'now' freshness is judged at,
+    #: so a check run late in a long suite does not find the data stale.
+    built_at: datetime
 
 
 def copy_warehouse(db_path: Path, dest: Path) -> tuple[Path, Path]:
@@ -55,6 +58,7 @@ def _hot_files(lake: Path, table: str, day: date, partition: int) -> list[Path]:
 
 def corrupt(db_path: Path, dest: Path) -> Corruption:
     """Copy the warehouse at ``db_path`` to ``dest`` and break it (see the module docstring)."""
+    built_at = datetime.fromtimestamp(Path(db_path).stat().st_mtime, UTC)
     db, lake = copy_warehouse(db_path, dest)
     day = date.fromisoformat(next((lake / "readings").glob("date=*")).name.removeprefix("date="))
     files = _hot_files(lake, "readings", day, 0)
@@ -86,4 +90,4 @@ def corrupt(db_path: Path, dest: Path) -> Corruption:
     build_catalog(lake, db)
     return Corruption(db_path=db, lake_root=lake, day=day, missing_day=day - timedelta(days=1),
                       duplicated_rows=batch.num_rows, null_sensor_rows=1, cold_sensor=cold_sensor,
-                      lost_offsets=lost_offsets, lost_partition=0, ghost_event_offset=ghost["src_offset"])
+                      lost_offsets=lost_offsets, lost_partition=0, ghost_event_offset=ghost["src_offset"], built_at=built_at)

@@ -68,9 +68,9 @@ def test_the_summary_counts_checks_failures_and_the_last_run(tmp_path):
 
 def test_checking_the_same_data_twice_lands_the_same_rows(corrupted_warehouse, tmp_path):
     """On real (corrupted) data: observed values and messages are functions of the data, not of the run
-    (today's freshness compares with the clock, so both runs are given the same 'now')."""
+    (today's freshness compares with the clock, so both runs are given the same 'now': the data's end)."""
     c = corrupted_warehouse
-    now = datetime.now(UTC)
+    now = c.built_at
     rows = []
     for run in ("a", "b"):
         outcomes = check_table_day(c.db_path, c.lake_root, "production_events", c.day, now=now)

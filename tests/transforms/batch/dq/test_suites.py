@@ -39,7 +39,7 @@ def test_the_simulated_plant_passes_every_check(simulated_warehouse, table):
 
 
 def _failures(c, table, day, now=None):
-    outcomes = check_table_day(c.db_path, c.lake_root, table, day, now=now or _built_at(c.db_path))
+    outcomes = check_table_day(c.db_path, c.lake_root, table, day, now=now or c.built_at)
     return {o.check: o for o in outcomes if not o.success}
 
 
