@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -62,35 +59,14 @@ class BridgeMqttOptions:
 
 @contextlib.contextmanager
 def mosquitto(workdir: Path) -> Iterator[int]:
-    """Debian's Mosquitto on a free loopback port, queues unbounded (the pre-fill must all stay)."""
-    exe = shutil.which("/usr/sbin/mosquitto") or shutil.which("mosquitto")
-    if exe is None:
-        raise BenchError("mosquitto is not installed (infra/system-deps.sh installs it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
-                    "max_inflight_messages 0\nmax_queued_bytes 0\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """The project's private Mosquitto (:mod:`infra.mqtt_broker`); its port."""
+    from infra.mqtt_broker import MosquittoError, running_mosquitto
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError("mosquitto did not start") from None
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with running_mosquitto(workdir) as server:
+            yield server.port
+    except MosquittoError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def _client(client_id: str, port: int, on_message=None, subscribe: list[str] | None = None):
