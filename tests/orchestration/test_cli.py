@@ -22,8 +22,8 @@ import dagster as dg
 import psutil
 import pytest
 
-from gigapulse.cli import main
 from orchestration.partitions import build_daily_partitions
+from tests.cli_support import run_cli
 
 START_TIMEOUT_S = 60.0
 
@@ -170,10 +170,7 @@ def tiny_defs(monkeypatch, tmp_path):
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(["jobs", "run", *argv])
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(["jobs", "run", *argv], capsys)
 
 
 def test_run_backfills_a_range_one_materialization_per_day(tiny_defs, capsys):

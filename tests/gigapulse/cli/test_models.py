@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from gigapulse.cli import main
+from tests.cli_support import run_cli
 from tests.transforms.predictive.support import planted
 from transforms.predictive import registry as R
 from transforms.predictive.training import land_model_row, model_rows, train_gate_model
@@ -33,10 +33,7 @@ def lake(tmp_path, monkeypatch):
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_list_shows_each_version_and_the_champion(lake, capsys):

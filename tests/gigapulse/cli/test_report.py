@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from gigapulse.cli import main
+from tests.cli_support import run_cli
 
 
 @pytest.fixture
@@ -21,10 +21,7 @@ def data_dir(tmp_path, monkeypatch, two_plant_warehouse):
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_one_plant_into_the_default_directory(data_dir, capsys):

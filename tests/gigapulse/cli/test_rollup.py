@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from gigapulse.cli import main
+from tests.cli_support import run_cli
 from tests.transforms.warehouse.rollups.support import at, health_row, sensor, write_rows
 from transforms.warehouse import write_sensors
 from transforms.warehouse.rollups import read_record, rollup_path
@@ -29,10 +29,7 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_incremental_then_up_to_date_then_forced(data_dir, capsys):

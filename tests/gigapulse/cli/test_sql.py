@@ -23,8 +23,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from gigapulse.cli import main
 from gigapulse.cli.sql import data_dir
+from tests.cli_support import run_cli
 from transforms.warehouse import build_catalog
 
 REPO = Path(__file__).resolve().parents[3]
@@ -50,10 +50,7 @@ def warehouse(tmp_path, monkeypatch) -> Path:
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(["sql", *argv])
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(["sql", *argv], capsys)
 
 
 def gigapulse_sql(*args: str, data: Path, stdin: str | None = None, timeout: float = 60,

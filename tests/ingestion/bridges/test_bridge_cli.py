@@ -5,15 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gigapulse.cli import main
 from ingestion.bridges.config import ModbusConfig, load_config
+from tests.cli_support import run_cli
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_bridge_config_writes_a_valid_modbus_file(tmp_path, capsys):

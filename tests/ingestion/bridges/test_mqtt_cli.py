@@ -6,20 +6,17 @@ import time
 
 import pytest
 
-from gigapulse.cli import main
 from ingestion.bridges.config import MqttConfig, load_config
 from ingestion.bridges.mqtt import MqttBridge
 from schemas.asset_model import load_plant
+from tests.cli_support import run_cli
 from tests.conftest import free_port
 from tests.ingestion.bridges.mosquitto import mosquitto  # noqa: F401  (the fixture)
 from tests.ingestion.bridges.recording_sink import RecordingSink
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 @pytest.mark.parametrize(("protocol", "modes"), [("mqtt", ["uns", "sparkplug"]), ("sparkplug", ["sparkplug"])])

@@ -12,16 +12,13 @@ import time
 import pytest
 from asyncua import Client, ua
 
-from gigapulse.cli import main
 from ingestion.bridges.config import OpcUaConfig, load_config
+from tests.cli_support import run_cli
 from tests.conftest import free_port
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    cap = capsys.readouterr()
-    return exc.value.code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_bridge_config_lists_the_plants_opcua_sensors(tmp_path, capsys):
