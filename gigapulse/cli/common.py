@@ -150,17 +150,27 @@ BootstrapOpt = Annotated[str | None, typer.Option(
 
 
 def _bootstrap(value: str | None) -> str:
+    """The bootstrap servers; also where a Kafka command reads its security settings (GIGAPULSE_KAFKA_*),
+    once, as it starts: a bad one is reported before anything connects, and every client takes them."""
+    from ingestion.security import active
     from ingestion.settings import KafkaSettings
 
+    active()
     return value or KafkaSettings().bootstrap_servers
 
 
 def _reachable(servers: str) -> None:
-    """Fail in seconds with one line when no bootstrap server answers, before any Kafka client retries for 30."""
+    """Fail in seconds with one line when no bootstrap server answers, or when it refuses this process's
+    login, before any Kafka client retries for 30."""
     from ingestion.reachability import check_reachable
+    from ingestion.security import active, check_credentials
     from ingestion.settings import KafkaSettings
 
-    check_reachable(servers, KafkaSettings().connect_timeout_s)
+    timeout = KafkaSettings().connect_timeout_s
+    if active().security_protocol == "PLAINTEXT":
+        check_reachable(servers, timeout)
+    else:
+        check_credentials(servers, active(), timeout)
 
 
 def _progress():
