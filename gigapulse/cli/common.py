@@ -41,6 +41,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("kafka.net.selector").addFilter(_closed_client_close_race)
     logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_routine_to_info)
     logging.getLogger("mode.timers").addFilter(_routine_to_info)
+    logging.getLogger("kafka.net.sasl.scram").addFilter(_scram_in_the_clear)
     for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager"):
         logging.getLogger(name).addFilter(_connection_error_without_traceback)
     outage = _OutageThrottle()
@@ -56,6 +57,16 @@ def _closed_client_refresh(record: logging.LogRecord) -> bool:
     asset model and end-offset reads) is closed with a refresh in flight; nothing failed.
     """
     return not record.getMessage().endswith("failed Cancelled")
+
+
+def _scram_in_the_clear(record: logging.LogRecord) -> bool:
+    """Drop kafka-python's warning that SCRAM "exchanges credentials in the clear" on SASL_PLAINTEXT.
+
+    SCRAM never sends the password (only proofs derived from it and fresh nonces); what is in the clear
+    is the traffic after the login, which docs/security.md says (use SASL_SSL off loopback). Kept with -v.
+    """
+    return not (record.getMessage().startswith("Exchanging credentials in the clear")
+                and not logging.getLogger().isEnabledFor(logging.DEBUG))
 
 
 def _closed_client_close_race(record: logging.LogRecord) -> bool:
