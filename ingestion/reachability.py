@@ -84,7 +84,12 @@ def _ask(host: str, port: int, timeout_s: float, correlation_id: int) -> None:
     with socket.create_connection((host, port), timeout=timeout_s) as sock:
         sock.settimeout(timeout_s)
         sock.sendall(api_versions_request(correlation_id))
-        (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+        head = _recv_exactly(sock, 4)
+        if head[0] in (0x15, 0x16) and head[1] == 3:  # a TLS record (an alert): the listener speaks TLS
+            raise KafkaAuthRequired(f"Kafka at {host}:{port} answered in TLS: it requires TLS and a login; set "
+                                    "GIGAPULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL, GIGAPULSE_KAFKA_SASL_USERNAME, the "
+                                    "password and GIGAPULSE_KAFKA_SSL_CAFILE (docs/security.md)")
+        (size,) = struct.unpack(">i", head)
         if not 4 <= size <= 1_048_576:
             raise ValueError("answered, but not as a Kafka broker")
         (got,) = struct.unpack(">i", _recv_exactly(sock, 4))
@@ -146,6 +151,11 @@ def check_reachable(bootstrap: str, timeout_s: float, retry_every_s: float = 0.2
         if not transient or left <= 0:
             break
         time.sleep(min(retry_every_s, left))
+    if reasons and all(r == "closed the connection" for r in reasons.values()):
+        # Accepted, then closed without a Kafka answer: what a TLS listener does with a plaintext hello.
+        raise KafkaAuthRequired(f"Kafka at {bootstrap} closed the connection without answering: does it require "
+                                "TLS? set GIGAPULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL, the user, the password and "
+                                "GIGAPULSE_KAFKA_SSL_CAFILE (docs/security.md)")
     why = "; ".join(f"{server}: {reason}" for server, reason in reasons.items()) or "no time to try"
     waited = f" within {timeout_s:g} s" if transient or not reasons else ""
     raise KafkaUnreachable(f"cannot reach Kafka at {bootstrap}{waited} ({why}); {HINT}")
