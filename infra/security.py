@@ -85,9 +85,11 @@ class BrokerSecuritySettings(BaseSettings):
 
     def password(self, role: str) -> str:
         """The role's password in clear (for the broker's config and the storage tool's hashes only)."""
+        from ingestion.security import remember
+
         value: SecretStr | None = getattr(self, f"{role}_password")
         if value is not None:
-            return value.get_secret_value()
+            return remember(value.get_secret_value())
         path: Path | None = getattr(self, f"{role}_password_file")
         var = f"GIGAPULSE_BROKER_{role.upper()}_PASSWORD"
         if path is None:
@@ -98,7 +100,7 @@ class BrokerSecuritySettings(BaseSettings):
             raise SecurityError(f"{var}_FILE: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
         if not text:
             raise SecurityError(f"{var}_FILE: {path} is empty")
-        return text
+        return remember(text)
 
 
 @dataclass(frozen=True)

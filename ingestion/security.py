@@ -70,13 +70,13 @@ class KafkaSecuritySettings(BaseSettings):
         return self.security_protocol in TLS_PROTOCOLS
 
     def password(self) -> str:
-        """The password in clear, for a client's arguments only."""
+        """The password in clear, for a client's arguments only (and remembered for :func:`redact`)."""
         if self.sasl_password is not None:
-            return self.sasl_password.get_secret_value()
+            return remember(self.sasl_password.get_secret_value())
         if self.sasl_password_file is None:
             return ""
         try:
-            return self.sasl_password_file.read_text().strip()
+            return remember(self.sasl_password_file.read_text().strip())
         except OSError as exc:
             raise KafkaSecurityError(f"GIGAPULSE_KAFKA_SASL_PASSWORD_FILE: cannot read {self.sasl_password_file} "
                                      f"({exc.strerror or type(exc).__name__})") from None
@@ -98,6 +98,25 @@ class KafkaSecuritySettings(BaseSettings):
         if not self.sasl:
             return self.security_protocol
         return f"{self.security_protocol} as {self.sasl_username} ({self.sasl_mechanism})"
+
+
+#: Every password this process has handed to a client, so that a library logging its configuration (kafka-python's
+#: admin client does, at DEBUG) cannot print one: the CLI's log handler passes each line through :func:`redact`.
+_SECRETS: set[str] = set()
+
+
+def remember(secret: str) -> str:
+    if len(secret) >= 4:
+        _SECRETS.add(secret)
+    return secret
+
+
+def redact(text: str) -> str:
+    """``text`` with every remembered password replaced by ``***``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
 
 
 @functools.cache

@@ -35,6 +35,8 @@ def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_secrets)
     for noisy in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     logging.getLogger("kafka.cluster").addFilter(_closed_client_refresh)
@@ -57,6 +59,22 @@ def _closed_client_refresh(record: logging.LogRecord) -> bool:
     asset model and end-offset reads) is closed with a refresh in flight; nothing failed.
     """
     return not record.getMessage().endswith("failed Cancelled")
+
+
+def _redact_secrets(record: logging.LogRecord) -> bool:
+    """Replace any Kafka password this process uses by ``***`` in the line (kafka-python's admin client logs
+    its whole configuration at DEBUG, and a library's error may quote what it was given)."""
+    security = sys.modules.get("ingestion.security")
+    if security is None or not security._SECRETS:
+        return True
+    msg = record.getMessage()
+    clean = security.redact(msg)
+    if clean != msg:
+        record.msg, record.args = clean, None
+    if record.exc_info and record.exc_info[1] is not None and security.redact(str(record.exc_info[1])) != str(
+            record.exc_info[1]):
+        record.exc_info, record.exc_text = None, None  # a traceback quoting a secret: the line alone
+    return True
 
 
 def _scram_in_the_clear(record: logging.LogRecord) -> bool:
