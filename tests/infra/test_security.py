@@ -107,6 +107,34 @@ def _refused_in_one_line(res: subprocess.CompletedProcess, pattern: str) -> None
     _no_secret(res.stdout, res.stderr)
 
 
+def _scorer_joins_and_stops(env: dict[str, str]) -> None:
+    """``gigapulse score`` logs in, joins its consumer group and is given the events partitions; SIGTERM ends it."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "gigapulse.cli", "score"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "scorer: partitions [0, 1, 2] assigned" in line:
+                break
+        assert any("partitions [0, 1, 2] assigned" in ln for ln in lines), "".join(lines)[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0 and "scorer done" in rest, rest[-2000:]
+    _no_secret("".join(lines), rest)
+
+
 SIMULATE = ("simulate", "--plant", "reference", "--duration", "30s", "--seed", "3", "--start", "2026-01-05T06:00:00Z")
 
 
@@ -181,6 +209,8 @@ def test_simulate_then_stream_into_the_lake_with_the_right_credentials(mode, req
     rows = dict(re.findall(r"(\w+)=([\d,]+)", res.stdout.splitlines()[-1]))
     assert int(rows["readings"].replace(",", "")) > 5_000 and int(rows["sensor_features_1m"].replace(",", "")) > 0
     _no_secret(res.stdout, res.stderr)
+    if mode == "sasl":  # the scorer (kafka-python, group gigapulse-scorer) as the stream role: joins its group
+        _scorer_joins_and_stops(env)
     # The features the worker published (as stream) are on their topic, read back as the admin.
     from kafka import KafkaConsumer, TopicPartition
 
