@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra import security
 from infra.security import BrokerSecuritySettings
-from ingestion.security import KafkaSecuritySettings
+from ingestion.security import KafkaSecuritySettings, kafka_python_kwargs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -277,8 +277,6 @@ def list_topics(bootstrap: str, timeout_ms: int = 10_000, security: KafkaSecurit
     """Topic names on the cluster (internal topics left out); ``security``: as whom (default: this process)."""
     from kafka import KafkaAdminClient
 
-    from ingestion.security import kafka_python_kwargs
-
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
                              client_id="gigapulse-status", **kafka_python_kwargs(security))
     try:
@@ -296,8 +294,6 @@ def group_session_bounds(bootstrap: str, timeout_ms: int = 10_000) -> tuple[int,
     """
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
-
-    from ingestion.security import kafka_python_kwargs
 
     keys = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
     try:
