@@ -149,9 +149,14 @@ class FeaturePublisher:
         self.bootstrap = bootstrap
         self.security = security
         self._producer = None
+        self._starting = asyncio.Lock()
         self._partitions: dict[str, list[int]] = {}
 
     async def _started(self):
+        async with self._starting:  # two checkpoints publishing at once must not each start a producer
+            return await self._start_once()
+
+    async def _start_once(self):
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
