@@ -206,6 +206,7 @@ def test_simulate_then_stream_into_the_lake_with_the_right_credentials(mode, req
     env["GIGAPULSE_KAFKA_SASL_PASSWORD_FILE"] = str(pw)
     res = _cli("stream", "--drain", "--loglevel", "info", env=env)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "Unclosed AIOKafkaProducer" not in res.stderr, res.stderr[-2000:]
     rows = dict(re.findall(r"(\w+)=([\d,]+)", res.stdout.splitlines()[-1]))
     assert int(rows["readings"].replace(",", "")) > 5_000 and int(rows["sensor_features_1m"].replace(",", "")) > 0
     _no_secret(res.stdout, res.stderr)
