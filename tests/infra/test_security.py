@@ -177,6 +177,16 @@ def test_client_settings_keep_the_password_out_of_reprs_and_errors(tmp_path):
     assert "GIGAPULSE_KAFKA_SASL_USERNAME" in str(exc.value) and WRONG not in str(exc.value)
 
 
+def test_broker_start_without_a_role_password_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIGAPULSE_KAFKA_", "GIGAPULSE_BROKER_"))}
+    env.update(GIGAPULSE_BROKER_SECURITY="sasl", GIGAPULSE_BROKER_ADMIN_PASSWORD=PASSWORDS["admin"])
+    res = _cli("broker", "start", "--data-dir", str(tmp_path / "kafka"), "--port", str(free_port()),
+               "--controller-port", str(free_port()), env=env, timeout=60)
+    _refused_in_one_line(res, r"GIGAPULSE_BROKER_INGEST_PASSWORD \(or GIGAPULSE_BROKER_INGEST_PASSWORD_FILE\) is "
+                              r"required with GIGAPULSE_BROKER_SECURITY=sasl")
+    assert not (tmp_path / "kafka" / "broker.pid").exists()
+
+
 def test_help_shows_no_secret():
     env = dict(os.environ, GIGAPULSE_KAFKA_SASL_PASSWORD=WRONG, GIGAPULSE_BROKER_ADMIN_PASSWORD=WRONG,
                GIGAPULSE_KAFKA_SECURITY_PROTOCOL="SASL_SSL", GIGAPULSE_KAFKA_SASL_USERNAME="ingest")
