@@ -26,6 +26,10 @@ import psutil
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra import security
+from infra.security import BrokerSecuritySettings
+from ingestion.security import KafkaSecuritySettings, kafka_python_kwargs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_VERSION = "4.4.0"
@@ -119,8 +123,9 @@ def _cluster_id() -> str:
             return cid
 
 
-def server_properties(settings: BrokerSettings) -> str:
-    """The broker+controller config of a one-node KRaft cluster on loopback."""
+def server_properties(settings: BrokerSettings, overrides: dict[str, str] | None = None) -> str:
+    """The broker+controller config of a one-node KRaft cluster on loopback; ``overrides`` (the security
+    settings' listeners, SASL and authorizer, :mod:`infra.security`) replace or add properties."""
     h, p, c = settings.host, settings.port, settings.controller_port
     props = {
         "process.roles": "broker,controller",
@@ -148,6 +153,7 @@ def server_properties(settings: BrokerSettings) -> str:
         "message.max.bytes": "4194304",
         "log.retention.check.interval.ms": "60000",
     }
+    props.update(overrides or {})
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -193,14 +199,16 @@ def _log_tail(settings: BrokerSettings, n: int = 5) -> str:
     return " | ".join((errors or lines)[-n:])[:600]
 
 
-def start(settings: BrokerSettings) -> BrokerStatus:
+def start(settings: BrokerSettings, sec: BrokerSecuritySettings | None = None) -> BrokerStatus:
     """Start the broker (fetching jars and formatting storage on first use) and wait until it serves.
 
-    A second start while it runs is harmless and returns its status.
+    A second start while it runs is harmless and returns its status. ``sec`` (default: from the
+    environment) switches on authentication and ACLs (:mod:`infra.security`).
     """
+    sec = sec or BrokerSecuritySettings()
     pid = _live_broker_pid(settings)
     if pid is not None:
-        return status(settings)
+        return status(settings, sec)
     java = _need("java", "install OpenJDK 17 or newer (Debian: apt-get install openjdk-17-jre-headless)")
     for port in (settings.port, settings.controller_port):
         if port_open(settings.host, port):
@@ -209,7 +217,15 @@ def start(settings: BrokerSettings) -> BrokerStatus:
     libs = fetch_jars(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     props = settings.data_dir / "server.properties"
-    props.write_text(server_properties(settings))
+    try:
+        overrides = security.server_overrides(sec, settings.host, settings.port, settings.controller_port,
+                                              settings.data_dir)
+        client = security.admin_client(sec, settings.data_dir, settings.host)
+    except security.SecurityError as exc:
+        raise BrokerError(str(exc)) from None
+    props.unlink(missing_ok=True)  # it may hold the admin password: created readable by its owner only
+    props.touch(mode=0o600)
+    props.write_text(server_properties(settings, overrides))
     log4j = settings.data_dir / "log4j2.properties"
     log4j.write_text(
         "rootLogger.level=INFO\nrootLogger.appenderRef.out.ref=OUT\n"
@@ -221,7 +237,8 @@ def start(settings: BrokerSettings) -> BrokerStatus:
     jvm = [java, f"-Xmx{settings.heap}", f"-Xms{settings.heap}", "-XX:+UseG1GC",
            f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
     if not (settings.data_dir / "logs" / "meta.properties").exists():
-        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+        fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
+                              *security.format_args(sec)],
                              capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed: {(fmt.stdout + fmt.stderr).strip()[-300:]}")
@@ -235,28 +252,33 @@ def start(settings: BrokerSettings) -> BrokerStatus:
         if proc.poll() is not None:
             settings.pid_file.unlink(missing_ok=True)
             raise BrokerError(f"broker exited with code {proc.returncode}: {_log_tail(settings)}")
-        if port_open(settings.host, settings.port) and _serves_metadata(settings):
-            return status(settings)
+        if port_open(settings.host, settings.port) and _serves_metadata(settings, client):
+            try:
+                security.apply_acls(sec, settings.bootstrap, settings.data_dir, settings.host)
+            except Exception as exc:  # noqa: BLE001 - a broker without its ACLs is of no use: report, stop it
+                stop(settings)
+                raise BrokerError(f"applying the role ACLs failed: {exc}") from None
+            return status(settings, sec)
         time.sleep(0.3)
     stop(settings)
     raise BrokerError(f"broker did not accept connections within {settings.start_timeout_s:.0f}s: "
                       f"{_log_tail(settings)}")
 
 
-def _serves_metadata(settings: BrokerSettings) -> bool:
+def _serves_metadata(settings: BrokerSettings, client: KafkaSecuritySettings | None = None) -> bool:
     try:
-        list_topics(settings.bootstrap, timeout_ms=3000)
+        list_topics(settings.bootstrap, timeout_ms=3000, security=client)
         return True
     except Exception:  # noqa: BLE001 - any client failure means "not ready yet" while we poll
         return False
 
 
-def list_topics(bootstrap: str, timeout_ms: int = 10_000) -> list[str]:
-    """Topic names on the cluster (internal topics left out)."""
+def list_topics(bootstrap: str, timeout_ms: int = 10_000, security: KafkaSecuritySettings | None = None) -> list[str]:
+    """Topic names on the cluster (internal topics left out); ``security``: as whom (default: this process)."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                             client_id="gigapulse-status")
+                             client_id="gigapulse-status", **kafka_python_kwargs(security))
     try:
         return sorted(t for t in admin.list_topics() if not t.startswith("__"))
     finally:
@@ -276,7 +298,7 @@ def group_session_bounds(bootstrap: str, timeout_ms: int = 10_000) -> tuple[int,
     keys = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                                 client_id="gigapulse-preflight")
+                                 client_id="gigapulse-preflight", **kafka_python_kwargs())
     except Exception:  # noqa: BLE001 - the worker's own connection reports an unreachable broker
         return None
     try:
@@ -312,12 +334,13 @@ def stop(settings: BrokerSettings, timeout_s: float = 30.0) -> bool:
     return True
 
 
-def status(settings: BrokerSettings) -> BrokerStatus:
-    """Whether our broker runs, its pid and ports, and its topics when it answers."""
+def status(settings: BrokerSettings, sec: BrokerSecuritySettings | None = None) -> BrokerStatus:
+    """Whether our broker runs, its pid and ports, and its topics when it answers (asked as the admin)."""
     pid = _live_broker_pid(settings)
     topics: tuple[str, ...] = ()
     if pid is not None:
         with contextlib.suppress(Exception):
-            topics = tuple(list_topics(settings.bootstrap, timeout_ms=5000))
+            client = security.admin_client(sec or BrokerSecuritySettings(), settings.data_dir, settings.host)
+            topics = tuple(list_topics(settings.bootstrap, timeout_ms=5000, security=client))
     return BrokerStatus(pid is not None, pid, settings.bootstrap, settings.controller_port,
                         settings.data_dir, topics)

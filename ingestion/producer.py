@@ -17,6 +17,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import DefaultPartitioner
 
+from ingestion.security import KafkaSecuritySettings, kafka_python_kwargs
 from ingestion.settings import ProducerSettings
 from schemas import topics
 from schemas.contracts import DeadLetter, ProductionEvent, Reading, encode
@@ -97,7 +98,9 @@ class PlantProducer:
     sensor's (and each line's) messages stay ordered within one partition.
     """
 
-    def __init__(self, bootstrap: str, settings: ProducerSettings | None = None, client_id: str = "gigapulse"):
+    def __init__(self, bootstrap: str, settings: ProducerSettings | None = None, client_id: str = "gigapulse",
+                 security: KafkaSecuritySettings | None = None):
+        """``security``: as whom to connect (default: this process's GIGAPULSE_KAFKA_* identity)."""
         self.settings = settings or ProducerSettings()
         s = self.settings
         self.stats = ProducerStats()
@@ -120,6 +123,7 @@ class PlantProducer:
             **({} if s.retries is None else {"retries": s.retries}),
             max_in_flight_requests_per_connection=5,
             partitioner=KeyHashPartitioner(),
+            **kafka_python_kwargs(security),
         )
 
     def _send(self, topic: str, key: bytes | None, value: bytes):

@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from ingestion.security import KafkaSecuritySettings, kafka_python_kwargs
 from schemas.topics import TOPICS, TopicSpec
 
 
@@ -27,10 +28,13 @@ class TopicChange:
 
 
 def apply_topics(bootstrap: str, topics: tuple[TopicSpec, ...] = TOPICS, replication_factor: int = 1,
-                 timeout_ms: int = 30_000) -> list[TopicChange]:
-    """Create missing topics, grow partitions, and set configs; returns one change per topic."""
+                 timeout_ms: int = 30_000, security: KafkaSecuritySettings | None = None) -> list[TopicChange]:
+    """Create missing topics, grow partitions, and set configs; returns one change per topic.
+
+    ``security``: as whom (default: this process's GIGAPULSE_KAFKA_* identity); with ACLs on, the admin.
+    """
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gigapulse-topics",
-                             request_timeout_ms=timeout_ms)
+                             request_timeout_ms=timeout_ms, **kafka_python_kwargs(security))
     try:
         described = admin.describe_topics()
         # kafka-python 3 names the key "name"; 2.x named it "topic".

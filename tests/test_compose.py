@@ -27,6 +27,7 @@ COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "infra" / "Dockerfile"
 DAGSTER_YAML = REPO / "infra" / "dagster" / "dagster.yaml"
 DAGSTER_HOME = "/opt/dagster/home"
+ENV_EXAMPLE = REPO / ".env.example"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def test_docker_compose_config_validates():
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    proc = subprocess.run([binary, "-f", str(COMPOSE), "config"], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([binary, "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config"], cwd=REPO,
+                          capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     resolved = yaml.safe_load(proc.stdout)
@@ -250,3 +252,51 @@ def test_dagster_instance_config_is_valid(tmp_path):
     executable = [defs.resolve_assets_def(spec.key) for spec in defs.resolve_all_asset_specs()]
     pools = {a.node_def.pool for a in executable if a.is_executable} - {None}  # lake tables are external
     assert pools == {DUCKDB_POOL}, "a second pool would get the DuckDB pool's default limit of 1: set its own"
+
+
+def _compose_binary() -> str:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        message = "docker-compose is not installed (Debian package docker-compose)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+def test_passwords_come_from_the_env_file_never_from_the_compose_file():
+    """Every password is a required variable (no default to forget), and .env.example names each one."""
+    text = COMPOSE.read_text()
+    refs = re.findall(r"^\s*\w*PASSWORD\w*:\s*(.+)$", text, re.MULTILINE)
+    assert refs, "no password setting found"
+    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+                   if line.strip() and not line.startswith("#"))
+    for ref in refs:
+        m = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", ref.strip())
+        assert m, f"a password is not a required variable: {ref}"
+        assert m[1] in example, f"{m[1]} is missing from .env.example"
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_without_the_env_file_compose_stops_naming_the_password(tmp_path):
+    binary = _compose_binary()
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE.read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_POSTGRES")}
+    proc = subprocess.run([binary, "config"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "DAGSTER_POSTGRES_PASSWORD" in proc.stderr and "set it in .env" in proc.stderr, proc.stderr
+
+
+def test_the_dagster_ui_is_published_on_loopback_only(services):
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert any(svc.get("ports") for svc in services.values())
+
+
+def test_the_webserver_command_binds_to_loopback_by_default():
+    import inspect
+
+    from orchestration.cli import jobs_webserver
+
+    assert inspect.signature(jobs_webserver).parameters["host"].default == "127.0.0.1"

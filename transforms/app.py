@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from faust.tables import TableManager
 from faust.types import TP
 
+from ingestion.security import KafkaSecuritySettings, aiokafka_kwargs, faust_credentials, kafka_python_kwargs
 from schemas import topics
 from schemas.contracts import AssetEntry, DeadLetter, encode
 from schemas.topics import key_partition
@@ -92,13 +93,14 @@ class WorkerStats:
         self.lags = []
 
 
-def load_assets(bootstrap: str, timeout_s: float = 10.0, topic: str = topics.ASSETS) -> AssetSnapshot:
+def load_assets(bootstrap: str, timeout_s: float = 10.0, topic: str = topics.ASSETS,
+                security: KafkaSecuritySettings | None = None) -> AssetSnapshot:
     """Read the compacted asset topic to its end: the latest entry per sensor, retirements, refusals."""
     from kafka import KafkaConsumer, TopicPartition
 
     snapshot = AssetSnapshot(topic)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             client_id="gigapulse-assets")
+                             client_id="gigapulse-assets", **kafka_python_kwargs(security))
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in parts]
@@ -119,11 +121,13 @@ def load_assets(bootstrap: str, timeout_s: float = 10.0, topic: str = topics.ASS
         consumer.close()
 
 
-def end_offsets(bootstrap: str, names: list[str]) -> dict[tuple[str, int], int]:
+def end_offsets(bootstrap: str, names: list[str],
+                security: KafkaSecuritySettings | None = None) -> dict[tuple[str, int], int]:
     """Current end offset of every partition of the given topics."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             **kafka_python_kwargs(security))
     try:
         tps = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
         return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
@@ -141,18 +145,24 @@ class FeaturePublisher:
     (``acks=all``), so a checkpoint commits only after its features are out: at-least-once.
     """
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, security: KafkaSecuritySettings | None = None):
         self.bootstrap = bootstrap
+        self.security = security
         self._producer = None
+        self._starting = asyncio.Lock()
         self._partitions: dict[str, list[int]] = {}
 
     async def _started(self):
+        async with self._starting:  # two checkpoints publishing at once must not each start a producer
+            return await self._start_once()
+
+    async def _start_once(self):
         if self._producer is None:
             from aiokafka import AIOKafkaProducer
 
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap.split(","), acks="all",
                                         compression_type="zstd", max_batch_size=1_048_576, linger_ms=5,
-                                        client_id="gigapulse-features")
+                                        client_id="gigapulse-features", **aiokafka_kwargs(self.security))
             try:
                 await producer.start()
             except BaseException:
@@ -241,8 +251,12 @@ class StreamWorker(faust.Worker):
 def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets: dict[str, AssetEntry],
                drain: bool = False, readings_topic: str = topics.READINGS,
                events_topic: str = topics.EVENTS, dlq_topic: str = topics.DLQ,
-               asset_rejects: list[DeadLetter] | None = None, assets_topic: str = topics.ASSETS) -> faust.App:
+               asset_rejects: list[DeadLetter] | None = None, assets_topic: str = topics.ASSETS,
+               security: KafkaSecuritySettings | None = None) -> faust.App:
     """Build the Faust app; nothing connects until a worker runs it.
+
+    ``security``: as whom every client of the worker connects (Faust's consumer and producer, the feature
+    publisher, the asset and end-offset reads); default: this process's GIGAPULSE_KAFKA_* identity.
 
     ``asset_rejects`` are the asset topic's refused records found at start-up: the worker sends them
     to the dead-letter topic once it runs (see :mod:`transforms.assets`).
@@ -252,6 +266,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=f"kafka://{bootstrap.split(',')[0]}" if "," not in bootstrap else
         ";".join(f"kafka://{b}" for b in bootstrap.split(",")),
+        broker_credentials=faust_credentials(security),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
@@ -286,7 +301,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     targets: dict[tuple[str, int], int] = {}
     if drain:
         # Snapshot the end offsets before consuming: the drain processes what is there now.
-        targets.update(end_offsets(bootstrap, [readings_topic, events_topic, dlq_topic]))
+        targets.update(end_offsets(bootstrap, [readings_topic, events_topic, dlq_topic], security))
         log.info("draining to the end offsets of %d partitions", len(targets))
     refreshed = [0.0]
     owned: set[tuple[str, int]] = set()  # this worker's assignment, kept by the rebalance signals
@@ -295,7 +310,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gigapulse-lake")
     in_flight: dict[asyncio.Task, tuple[str, int]] = {}
     last_task: dict[tuple[str, int], asyncio.Task] = {}
-    publisher = FeaturePublisher(bootstrap) if settings.publish_features else None
+    publisher = FeaturePublisher(bootstrap, security) if settings.publish_features else None
     app.gigapulse_stats = stats  # for the CLI summary
     app.gigapulse_error = None  # set when a checkpoint failed: the worker stops and exits non-zero
     health = app.gigapulse_health = worker_health.WorkerHealth(settings.group_id)
@@ -445,7 +460,7 @@ def create_app(bootstrap: str, lake_root: Path, settings: StreamSettings, assets
         """Re-read the asset topic when an unknown sensor shows up, at most every 5 s."""
         if time.monotonic() - refreshed[0] > 5.0:
             refreshed[0] = time.monotonic()
-            snapshot = load_assets(bootstrap, topic=assets_topic)
+            snapshot = load_assets(bootstrap, topic=assets_topic, security=security)
             snapshot.apply_to(assets)
             report_asset_rejects(snapshot.rejected)
 

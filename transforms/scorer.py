@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from ingestion.security import KafkaSecuritySettings
 from schemas import topics
 from schemas.contracts import ContractError, decode_event
 from schemas.tables import CELL_RISK
@@ -89,8 +90,10 @@ class Scorer:
 
     def __init__(self, bootstrap: str, lake_root: Path, db_path: Path, settings: ScoreSettings,
                  events_topic: str = topics.EVENTS, out_topic: str = topics.FEATURES_CELL_RISK,
-                 readings_topic: str = topics.READINGS):
+                 readings_topic: str = topics.READINGS, security: KafkaSecuritySettings | None = None):
+        """``security``: as whom to connect (default: this process's GIGAPULSE_KAFKA_* identity)."""
         self.bootstrap = bootstrap
+        self.security = security
         self.lake_root = Path(lake_root)
         self.db_path = Path(db_path)
         self.settings = settings
@@ -298,6 +301,8 @@ class Scorer:
         """Score until ``stop`` is set (or, with ``drain``, until the events present at start are landed)."""
         from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 
+        from ingestion.security import kafka_python_kwargs
+
         scorer = self
 
         class _Listener(ConsumerRebalanceListener):
@@ -310,10 +315,10 @@ class Scorer:
         stop = stop or threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.settings.group_id,
                                        enable_auto_commit=False, auto_offset_reset="earliest",
-                                       client_id="gigapulse-scorer")
+                                       client_id="gigapulse-scorer", **kafka_python_kwargs(self.security))
         if self.settings.publish:
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                           client_id="gigapulse-scorer")
+                                           client_id="gigapulse-scorer", **kafka_python_kwargs(self.security))
         end: dict[int, int] = {}
         if drain:
             parts = self._consumer.partitions_for_topic(self.events_topic) or set()

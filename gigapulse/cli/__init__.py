@@ -120,6 +120,9 @@ def __getattr__(name: str) -> Any:
 #: modules already imported, since an exception whose class was never imported cannot have been raised.
 _USER_ERRORS = (("infra.broker", "BrokerError"), ("schemas.asset_model", "AssetModelError"),
                 ("ingestion.reachability", "KafkaUnreachable"), ("ingestion.reachability", "BootstrapError"),
+                ("ingestion.reachability", "KafkaAuthRequired"),
+                ("ingestion.security", "KafkaAuthError"), ("ingestion.security", "KafkaSecurityError"),
+                ("infra.security", "SecurityError"),
                 ("pydantic_core", "ValidationError"))
 
 

@@ -61,11 +61,13 @@ def run_bridge(kind: str, config, duration: str | None, runner: Runner) -> dict[
     from ingestion.bridges.settings import BridgeSettings
     from ingestion.bridges.sink import BridgeSink
     from ingestion.pipeline import parse_duration
+    from ingestion.security import active
     from schemas.asset_model import load_plant
 
     seconds = _parse(parse_duration, duration, "--duration") if duration else None
     plant = load_plant(config.plant)
     settings = BridgeSettings()
+    active()  # the Kafka credentials (GIGAPULSE_KAFKA_*), read now: a bad one is one line before anything runs
     name = config.bridge_name(kind)
     sink = BridgeSink.open(settings, plant, name)
     stop = threading.Event()

@@ -41,15 +41,16 @@ def broker_start(port: PortOpt = None, controller_port: CtlPortOpt = None, data_
                  apply_catalog: Annotated[bool, typer.Option("--topics/--no-topics",
                                                              help="Apply the topic catalog once up.")] = True):
     """Start the broker (fetching Kafka from Maven Central on first use); harmless if already running."""
-    from infra import broker
+    from infra import broker, security
 
     settings = _broker_settings(port, controller_port, data_dir)
+    sec = security.BrokerSecuritySettings()  # GIGAPULSE_BROKER_SECURITY and the role passwords (docs/security.md)
     with console.status(f"starting Kafka {broker.KAFKA_VERSION} on {settings.bootstrap} ..."):
-        st = broker.start(settings)
+        st = broker.start(settings, sec)
         if apply_catalog:
             from ingestion.topics import apply_topics
 
-            apply_topics(settings.bootstrap)
+            apply_topics(settings.bootstrap, security=security.admin_client(sec, settings.data_dir, settings.host))
             st = broker.status(settings)
     _print_status(st)
 

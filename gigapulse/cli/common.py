@@ -35,12 +35,15 @@ def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_secrets)
     for noisy in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     logging.getLogger("kafka.cluster").addFilter(_closed_client_refresh)
     logging.getLogger("kafka.net.selector").addFilter(_closed_client_close_race)
     logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_routine_to_info)
     logging.getLogger("mode.timers").addFilter(_routine_to_info)
+    logging.getLogger("kafka.net.sasl.scram").addFilter(_scram_in_the_clear)
     for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager"):
         logging.getLogger(name).addFilter(_connection_error_without_traceback)
     outage = _OutageThrottle()
@@ -56,6 +59,32 @@ def _closed_client_refresh(record: logging.LogRecord) -> bool:
     asset model and end-offset reads) is closed with a refresh in flight; nothing failed.
     """
     return not record.getMessage().endswith("failed Cancelled")
+
+
+def _redact_secrets(record: logging.LogRecord) -> bool:
+    """Replace any Kafka password this process uses by ``***`` in the line (kafka-python's admin client logs
+    its whole configuration at DEBUG, and a library's error may quote what it was given)."""
+    security = sys.modules.get("ingestion.security")
+    if security is None or not security._SECRETS:
+        return True
+    msg = record.getMessage()
+    clean = security.redact(msg)
+    if clean != msg:
+        record.msg, record.args = clean, None
+    if record.exc_info and record.exc_info[1] is not None and security.redact(str(record.exc_info[1])) != str(
+            record.exc_info[1]):
+        record.exc_info, record.exc_text = None, None  # a traceback quoting a secret: the line alone
+    return True
+
+
+def _scram_in_the_clear(record: logging.LogRecord) -> bool:
+    """Drop kafka-python's warning that SCRAM "exchanges credentials in the clear" on SASL_PLAINTEXT.
+
+    SCRAM never sends the password (only proofs derived from it and fresh nonces); what is in the clear
+    is the traffic after the login, which docs/security.md says (use SASL_SSL off loopback). Kept with -v.
+    """
+    return not (record.getMessage().startswith("Exchanging credentials in the clear")
+                and not logging.getLogger().isEnabledFor(logging.DEBUG))
 
 
 def _closed_client_close_race(record: logging.LogRecord) -> bool:
@@ -150,17 +179,27 @@ BootstrapOpt = Annotated[str | None, typer.Option(
 
 
 def _bootstrap(value: str | None) -> str:
+    """The bootstrap servers; also where a Kafka command reads its security settings (GIGAPULSE_KAFKA_*),
+    once, as it starts: a bad one is reported before anything connects, and every client takes them."""
+    from ingestion.security import active
     from ingestion.settings import KafkaSettings
 
+    active()
     return value or KafkaSettings().bootstrap_servers
 
 
 def _reachable(servers: str) -> None:
-    """Fail in seconds with one line when no bootstrap server answers, before any Kafka client retries for 30."""
+    """Fail in seconds with one line when no bootstrap server answers, or when it refuses this process's
+    login, before any Kafka client retries for 30."""
     from ingestion.reachability import check_reachable
+    from ingestion.security import active, check_credentials
     from ingestion.settings import KafkaSettings
 
-    check_reachable(servers, KafkaSettings().connect_timeout_s)
+    timeout = KafkaSettings().connect_timeout_s
+    if active().security_protocol == "PLAINTEXT":
+        check_reachable(servers, timeout)
+    else:
+        check_credentials(servers, active(), timeout)
 
 
 def _progress():

@@ -76,9 +76,10 @@ def test_a_broker_that_starts_listening_within_the_timeout_is_waited_for():
         with socket.create_server(("127.0.0.1", port)) as server:
             conn, _ = server.accept()
             with conn:
-                request = conn.recv(1024)
-                correlation_id = request[8:12]  # size, api key, api version, then the correlation id
-                conn.sendall((8).to_bytes(4, "big") + correlation_id + b"\x00" * 4)
+                for _ in range(2):  # ApiVersions, then Metadata (a broker that wants a login closes here)
+                    request = conn.recv(1024)
+                    correlation_id = request[8:12]  # size, api key, api version, then the correlation id
+                    conn.sendall((8).to_bytes(4, "big") + correlation_id + b"\x00" * 4)
 
     thread = threading.Thread(target=late_kafka, daemon=True)
     thread.start()
