@@ -7,7 +7,6 @@ developer's broker on 9092 and leave no process behind.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,23 +25,14 @@ hypothesis_settings.load_profile("gigapulse")
 
 def free_port() -> int:
     """A TCP port that was free a moment ago on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return broker.free_port()
 
 
 @contextmanager
 def running_broker(data_dir: Path) -> Iterator[BrokerSettings]:
     """The project's broker on free loopback ports in ``data_dir``, with the topic catalog applied."""
-    from ingestion.topics import apply_topics
-
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=data_dir)
-    broker.start(settings)
-    try:
-        apply_topics(settings.bootstrap)
+    with broker.temporary_broker(data_dir) as settings:
         yield settings
-    finally:
-        broker.stop(settings)
 
 
 @pytest.fixture(scope="session")

@@ -61,31 +61,25 @@ class BenchBroker:
 
 
 @contextlib.contextmanager
-def bench_broker(heap: str = "1g") -> Iterator[BenchBroker]:
-    """Start a broker on free ports in a temp dir (catalog topics applied); always stop and remove it."""
-    from infra import broker
-    from infra.broker import BrokerSettings
-    from ingestion.topics import apply_topics
+def bench_broker(heap: str = "1g", nodes: int = 1) -> Iterator[BenchBroker]:
+    """A private broker (or ``nodes``-node cluster) on free ports in a temp dir, catalog topics applied;
+    always stopped and removed (``infra.broker.temporary_broker`` does the work)."""
+    from infra.broker import temporary_broker
 
     # Only [A-Za-z0-9._/] in the path: Quix Streams' file sink refuses anything else.
     tmp = Path(tempfile.mkdtemp(prefix="gigapulse_bench_"))
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka", heap=heap)
+    what = "broker" if nodes == 1 else f"{nodes}-node cluster"
     try:
-        with console.status(f"starting a private Kafka broker on {settings.bootstrap} ..."):
-            for attempt in range(3):
-                try:
-                    broker.start(settings)
-                    break
-                except broker.BrokerError as exc:
-                    # A random cluster id that starts with '-' is read as an option by kafka-storage
-                    # (about 1 start in 64); a new id on the next attempt gets past it.
-                    if "formatting KRaft storage failed" not in str(exc) or attempt == 2:
-                        raise
-            apply_topics(settings.bootstrap)
-        yield BenchBroker(settings, tmp)
+        with contextlib.ExitStack() as stack:
+            with console.status(f"starting a private Kafka {what} ..."):
+                settings = stack.enter_context(temporary_broker(tmp / "kafka", nodes=nodes, heap=heap,
+                                                                exclude_ports=RESERVED_PORTS))
+            try:
+                yield BenchBroker(settings, tmp)
+            finally:
+                with console.status(f"stopping the private {what} ..."):
+                    stack.close()
     finally:
-        with console.status("stopping the private broker ..."):
-            broker.stop(settings)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

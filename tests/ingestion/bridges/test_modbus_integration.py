@@ -31,7 +31,7 @@ from ingestion.bridges.modbus import decode_registers
 from ingestion.bridges.modbus_server import RegisterStore, ServerThread
 from schemas.addresses import modbus_addresses
 from schemas.asset_model import load_plant
-from tests.conftest import free_port, running_broker
+from tests.conftest import free_port
 from tests.transforms.support import drain, fresh_topics, publish_assets, stream_env
 
 pytestmark = pytest.mark.integration
@@ -143,7 +143,7 @@ def test_modbus_values_reach_the_lake_and_a_read_error_is_a_gap(bootstrap, tmp_p
 @pytest.fixture
 def own_broker(tmp_path):
     """A broker of this test's own: the test stops and restarts it."""
-    with running_broker(tmp_path / "kafka") as settings:
+    with broker.temporary_broker(tmp_path / "kafka") as settings:
         yield settings
 
 
