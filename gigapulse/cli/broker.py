@@ -15,17 +15,11 @@ broker_app = typer.Typer(help="Run a local Apache Kafka (KRaft) broker, or a 3-n
 
 def _broker_settings(port: int | None = None, controller_port: int | None = None,
                      data_dir: Path | None = None, nodes: int | None = None):
-    from pydantic import ValidationError
-
     from infra.broker import BrokerSettings
 
     overrides = {k: v for k, v in {"port": port, "controller_port": controller_port,
                                    "data_dir": data_dir, "nodes": nodes}.items() if v is not None}
-    try:
-        return BrokerSettings(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise typer.BadParameter(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    return BrokerSettings(**overrides)
 
 
 PortOpt = Annotated[int | None, typer.Option(help="Client port (env GIGAPULSE_BROKER_PORT, default 9092).")]
