@@ -365,6 +365,11 @@ def start(settings: BrokerSettings) -> BrokerStatus:
     A second start while it runs is harmless and returns its status; on a cluster where some nodes run,
     only the missing ones are started (that is how a node killed by a test comes back).
     """
+    ports = [p for n in settings.node_list for p in (n.port, n.controller_port)]
+    if len(set(ports)) != len(ports):
+        raise BrokerError(f"the nodes' ports overlap ({sorted(ports)}): node n listens on port + "
+                          f"{NODE_PORT_STEP}(n-1) and controller_port + {NODE_PORT_STEP}(n-1); "
+                          "set GIGAPULSE_BROKER_CONTROLLER_PORT farther from GIGAPULSE_BROKER_PORT")
     live = _live_pids(settings)
     missing = [n for n in settings.node_list if n.node_id not in live]
     if not missing:
@@ -375,11 +380,6 @@ def start(settings: BrokerSettings) -> BrokerStatus:
             if port_open(settings.host, port):
                 raise BrokerError(f"port {port} on {settings.host} is already in use by another process; "
                                   "set GIGAPULSE_BROKER_PORT / GIGAPULSE_BROKER_CONTROLLER_PORT")
-    ports = [p for n in settings.node_list for p in (n.port, n.controller_port)]
-    if len(set(ports)) != len(ports):
-        raise BrokerError(f"the nodes' ports overlap ({sorted(ports)}): node n listens on port + "
-                          f"{NODE_PORT_STEP}(n-1) and controller_port + {NODE_PORT_STEP}(n-1); "
-                          "set GIGAPULSE_BROKER_CONTROLLER_PORT farther from GIGAPULSE_BROKER_PORT")
     libs = fetch_jars(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     for n in missing:
