@@ -83,6 +83,11 @@ def bench_broker(heap: str = "1g", nodes: int = 1) -> Iterator[BenchBroker]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cluster_heap(nodes: int) -> dict[str, Any]:
+    """``bench_broker`` arguments for ``nodes``: a cluster's three JVMs get 512 MiB each, not a single broker's 1 GiB."""
+    return {"nodes": nodes} if nodes == 1 else {"nodes": nodes, "heap": "512m"}
+
+
 def new_topic(bootstrap: str, prefix: str, partitions: int, config: dict[str, str] | None = None) -> str:
     """Create a topic with a fresh name, so no run reads what another one wrote."""
     from kafka import KafkaAdminClient
@@ -91,7 +96,9 @@ def new_topic(bootstrap: str, prefix: str, partitions: int, config: dict[str, st
     name = f"bench.{prefix}.{uuid.uuid4().hex[:10]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gigapulse-bench")
     try:
-        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config or {})], wait_for_metadata=True)
+        # -1: the broker's default.replication.factor (1 on a single broker, 3 on a --nodes 3 cluster, whose
+        # min.insync.replicas of 2 applies too), so every bench writes with the durability of its cluster.
+        admin.create_topics([NewTopic(name, partitions, -1, topic_configs=config or {})], wait_for_metadata=True)
     finally:
         admin.close()
     return name
