@@ -533,6 +533,14 @@ def status(settings: BrokerSettings) -> BrokerStatus:
                         settings.data_dir, topics, nodes)
 
 
+def apply_catalog(settings: BrokerSettings) -> None:
+    """Apply the topic catalog with this broker's replication: RF 1 on one node; RF 3 and min ISR 2 on a cluster."""
+    from ingestion.topics import apply_topics
+
+    apply_topics(settings.bootstrap, replication_factor=settings.replication_factor,
+                 min_insync_replicas=settings.min_insync_replicas if settings.nodes > 1 else None)
+
+
 # --------------------------------------------------------------------------- a temporary broker or cluster
 
 def free_port(exclude: frozenset[int] = frozenset()) -> int:
@@ -598,10 +606,7 @@ def temporary_broker(data_dir: Path | None = None, nodes: int = 1, heap: str = "
                 for n in settings.node_list:
                     shutil.rmtree(n.log_dirs, ignore_errors=True)
         if topics:
-            from ingestion.topics import apply_topics
-
-            apply_topics(settings.bootstrap, replication_factor=settings.replication_factor,
-                         min_insync_replicas=settings.min_insync_replicas)
+            apply_catalog(settings)
         yield settings
     finally:
         if settings is not None:

@@ -56,10 +56,7 @@ def broker_start(port: PortOpt = None, controller_port: CtlPortOpt = None, data_
     with console.status(f"starting Kafka {broker.KAFKA_VERSION} on {settings.bootstrap} ..."):
         st = broker.start(settings)
         if apply_catalog:
-            from ingestion.topics import apply_topics
-
-            apply_topics(settings.bootstrap, replication_factor=settings.replication_factor,
-                         min_insync_replicas=settings.min_insync_replicas if settings.nodes > 1 else None)
+            broker.apply_catalog(settings)
             st = broker.status(settings)
     _print_status(st)
 

@@ -10,9 +10,7 @@ nothing twice.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,11 +19,10 @@ import time
 from pathlib import Path
 
 import duckdb
-import psutil
 import pytest
 import yaml
 
-from infra import broker
+from infra import broker, faults
 from ingestion.bridges.config import GENERATORS
 from ingestion.bridges.modbus import decode_registers
 from ingestion.bridges.modbus_server import RegisterStore, ServerThread
@@ -148,10 +145,7 @@ def own_broker(tmp_path):
 
 
 def _kill_broker(settings) -> None:
-    pid = int(json.loads(settings.pid_file.read_text())["pid"])
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(60)
+    faults.kill_node(settings, 1, signal.SIGKILL, timeout_s=60)
 
 
 def _status(port: int) -> dict:
