@@ -25,7 +25,6 @@ from kafka import KafkaAdminClient
 
 from infra import broker, faults
 from infra.broker import BrokerSettings
-from ingestion.topics import apply_topics
 from schemas.topics import TOPICS
 from tests.outage_support import Progress, cli, readings_end, wait_for
 from tests.transforms.support import lake_readings, report
@@ -55,9 +54,30 @@ def fresh(cluster: BrokerSettings) -> BrokerSettings:
     finally:
         admin.close()
     wait_for(lambda: not set(names) & set(broker.list_topics(cluster.bootstrap)), 60, "the old topics to go")
-    apply_topics(cluster.bootstrap, tuple(PLANT_TOPICS), replication_factor=3, min_insync_replicas=2)
+    broker.apply_catalog(cluster)
     wait_for(lambda: not faults.under_replicated(cluster.bootstrap, WATCHED), 60, "full ISRs")
     return cluster
+
+
+def test_the_cluster_is_three_nodes_with_rf_3_and_min_isr_2(fresh, tmp_path):
+    """What `gigapulse broker start --nodes 3` promises, read back from the running cluster and its CLI."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    parts = faults.describe_partitions(fresh.bootstrap, [t.name for t in TOPICS] + ["__consumer_offsets"])
+    assert len(parts) == sum(t.partitions for t in TOPICS) + 6
+    assert all(sorted(p["replicas"]) == [1, 2, 3] and p["leader"] in (1, 2, 3) for p in parts.values())
+    admin = KafkaAdminClient(bootstrap_servers=fresh.bootstrap, client_id="gigapulse-test")
+    try:
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t.name, {"min.insync.replicas": None})
+                                        for t in TOPICS])["topic"]
+    finally:
+        admin.close()
+    assert {found[t.name]["min.insync.replicas"]["value"] for t in TOPICS} == {"2"}
+    assert faults.active_controller(fresh.bootstrap) in (1, 2, 3)
+    res = subprocess.run([sys.executable, "-m", "gigapulse.cli", "broker", "status", "--data-dir", str(fresh.data_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count(" up  pid=") == 3 and fresh.bootstrap in res.stdout
 
 
 def _env(settings: BrokerSettings, data: Path, group: str) -> dict[str, str]:
