@@ -63,8 +63,8 @@ def test_the_cluster_is_three_nodes_with_rf_3_and_min_isr_2(fresh, tmp_path):
     """What `gigapulse broker start --nodes 3` promises, read back from the running cluster and its CLI."""
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    parts = faults.describe_partitions(fresh.bootstrap, [t.name for t in TOPICS] + ["__consumer_offsets"])
-    assert len(parts) == sum(t.partitions for t in TOPICS) + 6
+    parts = faults.describe_partitions(fresh.bootstrap, [t.name for t in TOPICS])
+    assert len(parts) == sum(t.partitions for t in TOPICS)
     assert all(sorted(p["replicas"]) == [1, 2, 3] and p["leader"] in (1, 2, 3) for p in parts.values())
     admin = KafkaAdminClient(bootstrap_servers=fresh.bootstrap, client_id="gigapulse-test")
     try:
