@@ -1,10 +1,13 @@
-"""A single-node Apache Kafka (KRaft) broker fetched from Maven Central and run on loopback.
+"""A single-node Apache Kafka (KRaft) broker, or a cluster of N such nodes, fetched from Maven Central and
+run on loopback.
 
 No Docker engine is assumed: Maven resolves the broker's jars (``infra/kafka/pom.xml``) into a
 git-ignored cache once, and the broker runs as ``java -cp 'libs/*' kafka.Kafka``. The process is
 started in its own session so it survives the CLI that launched it; a JSON pid file in the data
 directory records pid and ports so ``status`` and ``stop`` can find it, and a stale pid file (the
-process is gone, or the pid now belongs to something else) is recovered rather than trusted.
+process is gone, or the pid now belongs to something else) is recovered rather than trusted. A cluster
+(``nodes=3``) is three combined broker+controller processes, one directory each under the data directory,
+listed together in that one pid file (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -18,10 +21,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -539,77 +540,3 @@ def apply_catalog(settings: BrokerSettings) -> None:
 
     apply_topics(settings.bootstrap, replication_factor=settings.replication_factor,
                  min_insync_replicas=settings.min_insync_replicas if settings.nodes > 1 else None)
-
-
-# --------------------------------------------------------------------------- a temporary broker or cluster
-
-def free_port(exclude: frozenset[int] = frozenset()) -> int:
-    """A loopback port that was free a moment ago (and none of ``exclude``)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in exclude:
-            return port
-
-
-def _free_block(n: int, exclude: frozenset[int]) -> int:
-    """The first of ``n`` consecutive loopback ports that were all free a moment ago."""
-    for _ in range(200):
-        base = free_port(exclude)
-        if base + n > 65535:
-            continue
-        block = range(base, base + n)
-        if any(p in exclude for p in block):
-            continue
-        socks = []
-        try:
-            for p in block:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise BrokerError(f"found no {n} consecutive free loopback ports")
-
-
-@contextlib.contextmanager
-def temporary_broker(data_dir: Path | None = None, nodes: int = 1, heap: str = "512m", topics: bool = True,
-                     exclude_ports: frozenset[int] = frozenset(), **overrides) -> Iterator[BrokerSettings]:
-    """A private broker (or ``nodes``-node cluster) on free loopback ports, for tests and benches.
-
-    The topic catalog is applied with the cluster's replication factor and min ISR when ``topics``; the
-    broker is always stopped, and ``data_dir`` removed if this made it (a temporary directory). A start
-    whose storage formatting fails is tried again with a fresh directory.
-    """
-    made = data_dir is None
-    root = Path(tempfile.mkdtemp(prefix="gigapulse_kafka_")) if made else data_dir
-    settings = None
-    try:
-        for attempt in range(3):
-            if nodes == 1:
-                ports = {"port": free_port(exclude_ports), "controller_port": free_port(exclude_ports)}
-            else:
-                base = _free_block(NODE_PORT_STEP * nodes, exclude_ports)
-                ports = {"port": base, "controller_port": base + 1}
-            settings = BrokerSettings(**{"data_dir": root, "nodes": nodes, "heap": heap, **ports, **overrides})
-            try:
-                start(settings)
-                break
-            except BrokerError as exc:
-                if "formatting KRaft storage failed" not in str(exc) or attempt == 2:
-                    raise
-                for n in settings.node_list:
-                    shutil.rmtree(n.log_dirs, ignore_errors=True)
-        if topics:
-            apply_catalog(settings)
-        yield settings
-    finally:
-        if settings is not None:
-            stop(settings)
-        if made:
-            shutil.rmtree(root, ignore_errors=True)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from infra import broker
+from infra import temporary
 from infra.broker import BrokerSettings
+from infra.temporary import temporary_broker
 
 # Shared 2-core machines stall now and then: a per-example deadline would make property tests flaky.
 hypothesis_settings.register_profile("gigapulse", deadline=None, print_blob=True)
@@ -25,13 +26,13 @@ hypothesis_settings.load_profile("gigapulse")
 
 def free_port() -> int:
     """A TCP port that was free a moment ago on loopback."""
-    return broker.free_port()
+    return temporary.free_port()
 
 
 @contextmanager
 def running_broker(data_dir: Path) -> Iterator[BrokerSettings]:
     """The project's broker on free loopback ports in ``data_dir``, with the topic catalog applied."""
-    with broker.temporary_broker(data_dir) as settings:
+    with temporary_broker(data_dir) as settings:
         yield settings
 
 

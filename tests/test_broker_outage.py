@@ -18,6 +18,7 @@ import pytest
 
 from infra import broker, faults
 from infra.broker import BrokerSettings
+from infra.temporary import temporary_broker
 from tests.outage_support import cli, readings_end, wait_for
 from tests.transforms.support import lake_readings, report
 
@@ -29,7 +30,7 @@ OUTAGE_S = 20.0
 @pytest.fixture
 def own_broker(tmp_path):
     """A broker of this test's own: the test stops and restarts it."""
-    with broker.temporary_broker(tmp_path / "kafka") as settings:
+    with temporary_broker(tmp_path / "kafka") as settings:
         yield settings
 
 

@@ -63,8 +63,8 @@ class BenchBroker:
 @contextlib.contextmanager
 def bench_broker(heap: str = "1g", nodes: int = 1) -> Iterator[BenchBroker]:
     """A private broker (or ``nodes``-node cluster) on free ports in a temp dir, catalog topics applied;
-    always stopped and removed (``infra.broker.temporary_broker`` does the work)."""
-    from infra.broker import temporary_broker
+    always stopped and removed (``infra.temporary.temporary_broker`` does the work)."""
+    from infra.temporary import temporary_broker
 
     # Only [A-Za-z0-9._/] in the path: Quix Streams' file sink refuses anything else.
     tmp = Path(tempfile.mkdtemp(prefix="gigapulse_bench_"))

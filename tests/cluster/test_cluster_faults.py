@@ -1,6 +1,6 @@
 """Faults of one node of a 3-node KRaft cluster while the simulator produces (acks=all) and a worker lands.
 
-One cluster (the project's own, ``infra.broker.temporary_broker(nodes=3)``) serves the whole module; every
+One cluster (the project's own, ``infra.temporary_broker(nodes=3)``) serves the whole module; every
 test starts from freshly created plant topics (RF 3, min ISR 2), so its lake is compared with its own run
 only. A node goes away by SIGKILL (the leader of a readings partition, or the active controller) or by
 SIGTERM in turn (a rolling restart) and comes back; afterwards every reading the simulator reports as
@@ -25,6 +25,7 @@ from kafka import KafkaAdminClient
 
 from infra import broker, faults
 from infra.broker import BrokerSettings
+from infra.temporary import temporary_broker
 from schemas.topics import TOPICS
 from tests.outage_support import Progress, cli, readings_end, wait_for
 from tests.transforms.support import lake_readings, report
@@ -39,7 +40,7 @@ WATCHED = [READINGS, "__consumer_offsets"]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with broker.temporary_broker(tmp_path_factory.mktemp("cluster"), nodes=3, heap="384m", topics=False) as s:
+    with temporary_broker(tmp_path_factory.mktemp("cluster"), nodes=3, heap="384m", topics=False) as s:
         yield s
 
 

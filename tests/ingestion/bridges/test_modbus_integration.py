@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from infra import broker, faults
+from infra.temporary import temporary_broker
 from ingestion.bridges.config import GENERATORS
 from ingestion.bridges.modbus import decode_registers
 from ingestion.bridges.modbus_server import RegisterStore, ServerThread
@@ -140,7 +141,7 @@ def test_modbus_values_reach_the_lake_and_a_read_error_is_a_gap(bootstrap, tmp_p
 @pytest.fixture
 def own_broker(tmp_path):
     """A broker of this test's own: the test stops and restarts it."""
-    with broker.temporary_broker(tmp_path / "kafka") as settings:
+    with temporary_broker(tmp_path / "kafka") as settings:
         yield settings
 
 
