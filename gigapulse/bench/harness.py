@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,12 +34,9 @@ class BenchError(RuntimeError):
 
 def free_port() -> int:
     """A loopback port that was free a moment ago and is none of the shared machines' broker ports."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in RESERVED_PORTS:
-            return port
+    from infra.temporary import free_port as any_free_port
+
+    return any_free_port(RESERVED_PORTS)
 
 
 @dataclass
