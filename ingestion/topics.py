@@ -28,11 +28,20 @@ class TopicChange:
 
 
 def apply_topics(bootstrap: str, topics: tuple[TopicSpec, ...] = TOPICS, replication_factor: int = 1,
-                 timeout_ms: int = 30_000, security: KafkaSecuritySettings | None = None) -> list[TopicChange]:
+                 timeout_ms: int = 30_000, min_insync_replicas: int | None = None,
+                 security: KafkaSecuritySettings | None = None) -> list[TopicChange]:
     """Create missing topics, grow partitions, and set configs; returns one change per topic.
 
-    ``security``: as whom (default: this process's GIGAPULSE_KAFKA_* identity); with ACLs on, the admin.
+    On a cluster pass its replication factor (3) and ``min_insync_replicas`` (2): the latter becomes a config
+    of every topic, so an acks=all write is on two replicas before it is acknowledged. ``security``: as
+    whom (default: this process's GIGAPULSE_KAFKA_* identity); with ACLs on, the admin.
     """
+    def config(t: TopicSpec) -> dict[str, str]:
+        cfg = t.config()
+        if min_insync_replicas is not None:
+            cfg["min.insync.replicas"] = str(min_insync_replicas)
+        return cfg
+
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gigapulse-topics",
                              request_timeout_ms=timeout_ms, **kafka_python_kwargs(security))
     try:
@@ -42,7 +51,7 @@ def apply_topics(bootstrap: str, topics: tuple[TopicSpec, ...] = TOPICS, replica
         changes: list[TopicChange] = []
         missing = [t for t in topics if t.name not in existing]
         if missing:
-            new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config()) for t in missing]
+            new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=config(t)) for t in missing]
             # A concurrent apply may win the race; the end state is the same.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new, timeout_ms=timeout_ms, wait_for_metadata=True)
@@ -55,7 +64,7 @@ def apply_topics(bootstrap: str, topics: tuple[TopicSpec, ...] = TOPICS, replica
             if have < t.partitions:
                 admin.create_partitions({t.name: NewPartitions(total_count=t.partitions)})
                 action = "partitions_added"
-            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t.name, configs=t.config())])
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t.name, configs=config(t))])
             changes.append(TopicChange(t.name, action, max(have, t.partitions)))
         return changes
     finally:

@@ -7,7 +7,6 @@ developer's broker on 9092 and leave no process behind.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +15,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from infra import broker
+from infra import temporary
 from infra.broker import BrokerSettings
+from infra.temporary import temporary_broker
 
 # Shared 2-core machines stall now and then: a per-example deadline would make property tests flaky.
 hypothesis_settings.register_profile("gigapulse", deadline=None, print_blob=True)
@@ -26,23 +26,14 @@ hypothesis_settings.load_profile("gigapulse")
 
 def free_port() -> int:
     """A TCP port that was free a moment ago on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return temporary.free_port()
 
 
 @contextmanager
 def running_broker(data_dir: Path) -> Iterator[BrokerSettings]:
     """The project's broker on free loopback ports in ``data_dir``, with the topic catalog applied."""
-    from ingestion.topics import apply_topics
-
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=data_dir)
-    broker.start(settings)
-    try:
-        apply_topics(settings.bootstrap)
+    with temporary_broker(data_dir) as settings:
         yield settings
-    finally:
-        broker.stop(settings)
 
 
 @pytest.fixture(scope="session")

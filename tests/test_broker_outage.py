@@ -9,21 +9,17 @@ that would claim the lost messages were sent.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import psutil
 import pytest
 
-from infra import broker
+from infra import broker, faults
 from infra.broker import BrokerSettings
-from tests.conftest import running_broker
+from infra.temporary import temporary_broker
+from tests.outage_support import cli, readings_end, wait_for
 from tests.transforms.support import lake_readings, report
 
 pytestmark = pytest.mark.integration
@@ -34,33 +30,13 @@ OUTAGE_S = 20.0
 @pytest.fixture
 def own_broker(tmp_path):
     """A broker of this test's own: the test stops and restarts it."""
-    with running_broker(tmp_path / "kafka") as settings:
+    with temporary_broker(tmp_path / "kafka") as settings:
         yield settings
 
 
-def _broker_pid(settings: BrokerSettings) -> int:
-    return int(json.loads(settings.pid_file.read_text())["pid"])
-
-
 def _take_down(settings: BrokerSettings, sig: signal.Signals) -> None:
-    pid = _broker_pid(settings)
-    os.kill(pid, sig)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(120)  # a controlled shutdown (SIGTERM) on a busy CI machine can take a minute
-
-
-def _cli(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gigapulse.cli", *args], env=env, stdout=open(out, "w"),
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for(predicate, timeout: float, what: str, alive=()) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        for proc, log in alive:
-            assert proc.poll() is None, f"{what}: process exited: {Path(log).read_text()[-2000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
+    # a controlled shutdown (SIGTERM) on a busy CI machine can take a minute
+    faults.kill_node(settings, 1, sig, timeout_s=120)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
@@ -69,23 +45,23 @@ def test_broker_outage_during_simulate_and_stream_loses_and_duplicates_nothing(o
     env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=own_broker.bootstrap, GIGAPULSE_DATA_DIR=str(data),
                GIGAPULSE_STREAM_GROUP_ID="g-outage")
     worker_log, sim_log, summary = tmp_path / "worker.log", tmp_path / "sim.log", tmp_path / "summary.json"
-    worker = _cli(["stream"], env, worker_log)
-    sim = _cli(["simulate", "--plant", "legacy", "--duration", "60s", "--speed", "1", "--seed", "5",
+    worker = cli(["stream"], env, worker_log)
+    sim = cli(["simulate", "--plant", "legacy", "--duration", "60s", "--speed", "1", "--seed", "5",
                 "--summary-json", str(summary)], env, sim_log)
     try:
-        _wait_for(lambda: lake_readings(data / "lake")[0] > 0, 120, "the first landed readings",
+        wait_for(lambda: lake_readings(data / "lake")[0] > 0, 120, "the first landed readings",
                   alive=[(worker, worker_log), (sim, sim_log)])
         _take_down(own_broker, sig)
         time.sleep(OUTAGE_S)
         broker.start(own_broker)
         back, landed_at_restart = time.monotonic(), lake_readings(data / "lake")[0]
-        _wait_for(lambda: lake_readings(data / "lake")[0] > landed_at_restart, 120, "landing to resume",
+        wait_for(lambda: lake_readings(data / "lake")[0] > landed_at_restart, 120, "landing to resume",
                   alive=[(worker, worker_log)])
         resumed_s = time.monotonic() - back
         assert sim.wait(timeout=240) == 0, sim_log.read_text()[-3000:]
         produced = json.loads(summary.read_text())
         assert produced["failed_sends"] == 0
-        _wait_for(lambda: lake_readings(data / "lake")[0] >= produced["readings"], 180,
+        wait_for(lambda: lake_readings(data / "lake")[0] >= produced["readings"], 180,
                   "the lake to catch up after the outage", alive=[(worker, worker_log)])
         assert lake_readings(data / "lake") == (produced["readings"], produced["readings"])
         report(f"broker {sig.name} for {OUTAGE_S:.0f} s during simulate and stream", produced["readings"],
@@ -104,9 +80,9 @@ def test_a_broker_that_stays_away_fails_simulate_with_one_line(own_broker, tmp_p
     env = dict(os.environ, GIGAPULSE_BOOTSTRAP_SERVERS=own_broker.bootstrap, GIGAPULSE_DATA_DIR=str(tmp_path),
                GIGAPULSE_PRODUCER_DELIVERY_TIMEOUT_S="4")
     log = tmp_path / "sim.log"
-    sim = _cli(["simulate", "--plant", "legacy", "--duration", "120s", "--speed", "1", "--seed", "5"], env, log)
+    sim = cli(["simulate", "--plant", "legacy", "--duration", "120s", "--speed", "1", "--seed", "5"], env, log)
     try:
-        _wait_for(lambda: _readings_end(own_broker.bootstrap) > 0, 120, "the first produced readings",
+        wait_for(lambda: readings_end(own_broker.bootstrap) > 0, 120, "the first produced readings",
                   alive=[(sim, log)])
         _take_down(own_broker, signal.SIGKILL)
         t0 = time.monotonic()
@@ -122,14 +98,3 @@ def test_a_broker_that_stays_away_fails_simulate_with_one_line(own_broker, tmp_p
     assert last.startswith("gigapulse: error:") and "not delivered" in last, text[-3000:]
     assert "Traceback" not in text and "readings_per_s" not in text  # no summary claims what was lost
     assert took < 60, f"took {took:.0f} s to give up"
-
-
-def _readings_end(bootstrap: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    try:
-        tps = [TopicPartition("plant.readings.v1", p) for p in consumer.partitions_for_topic("plant.readings.v1")]
-        return sum(consumer.end_offsets(tps).values())
-    finally:
-        consumer.close()

@@ -160,6 +160,39 @@ def test_kafka_is_single_node_kraft_with_a_healthcheck(services):
     assert env["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
 
 
+CLUSTER_BOOTSTRAP = "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+
+
+def test_cluster_profile_is_three_kraft_nodes_with_rf_3_and_min_isr_2(services):
+    """The "cluster" profile: what `gigapulse broker start --nodes 3` runs on loopback, as three containers."""
+    nodes = {name: svc for name, svc in services.items() if re.fullmatch(r"kafka-\d", name)}
+    assert sorted(nodes) == ["kafka-1", "kafka-2", "kafka-3"]
+    envs = [svc["environment"] for svc in nodes.values()]
+    assert len({e["CLUSTER_ID"] for e in envs}) == 1 and len({e["KAFKA_NODE_ID"] for e in envs}) == 3
+    for name, svc in nodes.items():
+        env = svc["environment"]
+        assert svc["image"] == f"apache/kafka:{KAFKA_VERSION}" and svc["profiles"] == ["cluster"], name
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://kafka-{env['KAFKA_NODE_ID']}:9092" == \
+            f"PLAINTEXT://{name}:9092"
+        for key, value in env.items():
+            if key.endswith("_REPLICATION_FACTOR"):
+                assert int(value) == 3, key
+            if key.endswith(("_MIN_ISR", "MIN_INSYNC_REPLICAS")):
+                assert int(value) == 2, key
+        assert str(env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"]).lower() == "false"
+        assert svc["volumes"] == [f"{name}-data:/var/lib/kafka/data"], "each node keeps its own log dir"
+        assert "healthcheck" in svc
+    init = services["topic-init-cluster"]
+    assert init["command"][init["command"].index("--bootstrap") + 1] == CLUSTER_BOOTSTRAP
+    assert init["command"][-4:] == ["--replication-factor", "3", "--min-insync-replicas", "2"]
+    assert _depends_on(init) == dict.fromkeys(nodes, "service_healthy")
+    cluster_services = {n for n, svc in services.items() if "cluster" in svc.get("profiles", ())}
+    assert {"simulator-cluster", "stream-worker-cluster"} <= cluster_services
+    assert "lake-cluster:/data" in services["stream-worker-cluster"]["volumes"]  # not the single broker's lake
+
+
 def test_postgres_has_a_healthcheck(services):
     postgres = services["postgres"]
     assert postgres["image"].startswith("postgres:16")
@@ -186,7 +219,8 @@ def test_start_order_follows_health(services):
 
 def test_gigapulse_services_reach_kafka_inside_the_network(services):
     for name, svc in _gigapulse_services(services).items():
-        assert svc["environment"]["GIGAPULSE_BOOTSTRAP_SERVERS"] == "kafka:9092", name
+        want = CLUSTER_BOOTSTRAP if "cluster" in svc.get("profiles", ()) else "kafka:9092"
+        assert svc["environment"]["GIGAPULSE_BOOTSTRAP_SERVERS"] == want, name
     topic_init = services["topic-init"]["command"]
     assert topic_init[topic_init.index("--bootstrap") + 1] == "kafka:9092"
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,12 +34,9 @@ class BenchError(RuntimeError):
 
 def free_port() -> int:
     """A loopback port that was free a moment ago and is none of the shared machines' broker ports."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in RESERVED_PORTS:
-            return port
+    from infra.temporary import free_port as any_free_port
+
+    return any_free_port(RESERVED_PORTS)
 
 
 @dataclass
@@ -61,32 +57,31 @@ class BenchBroker:
 
 
 @contextlib.contextmanager
-def bench_broker(heap: str = "1g") -> Iterator[BenchBroker]:
-    """Start a broker on free ports in a temp dir (catalog topics applied); always stop and remove it."""
-    from infra import broker
-    from infra.broker import BrokerSettings
-    from ingestion.topics import apply_topics
+def bench_broker(heap: str = "1g", nodes: int = 1) -> Iterator[BenchBroker]:
+    """A private broker (or ``nodes``-node cluster) on free ports in a temp dir, catalog topics applied;
+    always stopped and removed (``infra.temporary.temporary_broker`` does the work)."""
+    from infra.temporary import temporary_broker
 
     # Only [A-Za-z0-9._/] in the path: Quix Streams' file sink refuses anything else.
     tmp = Path(tempfile.mkdtemp(prefix="gigapulse_bench_"))
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka", heap=heap)
+    what = "broker" if nodes == 1 else f"{nodes}-node cluster"
     try:
-        with console.status(f"starting a private Kafka broker on {settings.bootstrap} ..."):
-            for attempt in range(3):
-                try:
-                    broker.start(settings)
-                    break
-                except broker.BrokerError as exc:
-                    # A random cluster id that starts with '-' is read as an option by kafka-storage
-                    # (about 1 start in 64); a new id on the next attempt gets past it.
-                    if "formatting KRaft storage failed" not in str(exc) or attempt == 2:
-                        raise
-            apply_topics(settings.bootstrap)
-        yield BenchBroker(settings, tmp)
+        with contextlib.ExitStack() as stack:
+            with console.status(f"starting a private Kafka {what} ..."):
+                settings = stack.enter_context(temporary_broker(tmp / "kafka", nodes=nodes, heap=heap,
+                                                                exclude_ports=RESERVED_PORTS))
+            try:
+                yield BenchBroker(settings, tmp)
+            finally:
+                with console.status(f"stopping the private {what} ..."):
+                    stack.close()
     finally:
-        with console.status("stopping the private broker ..."):
-            broker.stop(settings)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cluster_heap(nodes: int) -> dict[str, Any]:
+    """``bench_broker`` arguments for ``nodes``: a cluster's three JVMs get 512 MiB each, not a single broker's 1 GiB."""
+    return {"nodes": nodes} if nodes == 1 else {"nodes": nodes, "heap": "512m"}
 
 
 def new_topic(bootstrap: str, prefix: str, partitions: int, config: dict[str, str] | None = None) -> str:
@@ -97,7 +92,9 @@ def new_topic(bootstrap: str, prefix: str, partitions: int, config: dict[str, st
     name = f"bench.{prefix}.{uuid.uuid4().hex[:10]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="gigapulse-bench")
     try:
-        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config or {})], wait_for_metadata=True)
+        # -1: the broker's default.replication.factor (1 on a single broker, 3 on a --nodes 3 cluster, whose
+        # min.insync.replicas of 2 applies too), so every bench writes with the durability of its cluster.
+        admin.create_topics([NewTopic(name, partitions, -1, topic_configs=config or {})], wait_for_metadata=True)
     finally:
         admin.close()
     return name

@@ -18,6 +18,7 @@ from gigapulse.bench.harness import (
     BenchError,
     bench_broker,
     child_env,
+    cluster_heap,
     delete_topics,
     new_topic,
     readings_topic_config,
@@ -86,6 +87,8 @@ class IngestOptions:
     seed: int = 42
     sample_frames_s: float = 120.0
     sample_json_s: float = 10.0
+    #: 1: one private broker; 3: a private 3-node cluster (RF 3, min ISR 2; the producer's acks=all).
+    nodes: int = 1
 
 
 def run_ingest(opts: IngestOptions) -> dict[str, Any]:
@@ -96,7 +99,7 @@ def run_ingest(opts: IngestOptions) -> dict[str, Any]:
     env = environment()
     runs: list[dict[str, Any]] = []
     memory: list[dict[str, Any]] = []
-    with bench_broker() as bb:
+    with bench_broker(**cluster_heap(opts.nodes)) as bb:
         psettings = ProducerSettings()
         gateways = len({f"{e.site}.{e.station}" for e in load_plant(PLANT).sensors})
         keys = {"frames": gateways, "json": len(load_plant(PLANT).sensors)}
@@ -176,7 +179,8 @@ def run_ingest(opts: IngestOptions) -> dict[str, Any]:
     return {
         "bench": "ingest", "environment": env, "targets": {k: TARGETS[k] for k in met}, "met": met,
         "params": {
-            "runs": opts.runs, "plant": PLANT, "seed": opts.seed, "frames_simulated_s": opts.frames_s,
+            "runs": opts.runs, "plant": PLANT, "seed": opts.seed, "broker_nodes": opts.nodes,
+            "frames_simulated_s": opts.frames_s,
             "json_simulated_s": opts.json_s, "memory_simulated_s": list(opts.memory_s),
             "producer": {"acks": psettings.acks, "compression": psettings.compression,
                          "linger_ms": psettings.linger_ms, "batch_size": psettings.batch_size,

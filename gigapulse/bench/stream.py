@@ -21,6 +21,7 @@ from gigapulse.bench.harness import (
     BenchError,
     bench_broker,
     child_env,
+    cluster_heap,
     delete_topics,
     end_offsets,
     new_topic,
@@ -54,6 +55,8 @@ class StreamOptions:
     timeout_s: float = 1800.0
     #: Also drain with `gigapulse lake compact --loop` at this interval beside the worker; None: skip.
     compact_every_s: float | None = 10.0
+    #: 1: one private broker; 3: a private 3-node cluster (RF 3, min ISR 2).
+    nodes: int = 1
 
 
 def lake_counts(data_dir: Path) -> dict[str, int]:
@@ -160,7 +163,7 @@ def run_stream(opts: StreamOptions) -> dict[str, Any]:
     """Our drain against Quix Streams and the aiokafka decode-only ceiling, on one pre-filled topic."""
     env = environment()
     runs: list[dict[str, Any]] = []
-    with bench_broker() as bb:
+    with bench_broker(**cluster_heap(opts.nodes)) as bb:
         topics = (new_topic(bb.bootstrap, "stream.readings", 6, readings_topic_config()),
                   new_topic(bb.bootstrap, "stream.events", 3), new_topic(bb.bootstrap, "stream.dlq", 1))
         with progress() as bar:
@@ -259,7 +262,8 @@ def run_stream(opts: StreamOptions) -> dict[str, Any]:
                   "drain without it (same runs, back to back).")
     return {
         "bench": "stream", "environment": env, "targets": {k: TARGETS[k] for k in met}, "met": met,
-        "params": {"runs": opts.runs, "plant": PLANT, "seed": opts.seed, "prefill_simulated_s": opts.prefill_s,
+        "params": {"runs": opts.runs, "plant": PLANT, "seed": opts.seed, "broker_nodes": opts.nodes,
+                   "prefill_simulated_s": opts.prefill_s,
                    "prefill": {k: fill[k] for k in ("readings", "messages", "bytes", "wall_s")},
                    "partitions": 6, "compact_every_s": opts.compact_every_s, "quix_readings": quix_limit, "quix_variant": opts.quix_variant,
                    "stream_settings": stream_settings()},

@@ -24,6 +24,7 @@ def bench_ingest(
     memory_durations: Annotated[str, typer.Option(help="Comma-separated simulated durations whose "
                                                        "`gigapulse simulate` peak RSS is measured.")] = "5m,20m",
     seed: SeedOpt = 42,
+    nodes: NodesOpt = 1,
     out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/ingest.json"),
 ):
     """Readings/s from the simulator into Kafka (frames, JSON singles) beside Kafka's ProducerPerformance.
@@ -37,8 +38,18 @@ def bench_ingest(
     memory = tuple(_parse(parse_duration, d, "--memory-durations") for d in memory_durations.split(",") if d.strip())
     opts = bench.IngestOptions(runs=runs, frames_s=_parse(parse_duration, frames_duration, "--frames-duration"),
                                json_s=_parse(parse_duration, json_duration, "--json-duration"), memory_s=memory,
-                               seed=seed)
+                               seed=seed, nodes=_nodes(nodes))
     bench.emit(bench.run_ingest(opts), out)
+
+
+NodesOpt = Annotated[int, typer.Option(help="1: a private broker; 3: a private 3-node cluster (RF 3, min ISR 2, "
+                                            "acks=all; docs/cluster.md).")]
+
+
+def _nodes(nodes: int) -> int:
+    if nodes not in (1, 3):
+        raise typer.BadParameter("use 1 or 3", param_hint="--nodes")
+    return nodes
 
 
 @bench_app.command("stream")
@@ -55,6 +66,7 @@ def bench_stream(
     compact_every: Annotated[str, typer.Option(help="Also drain with `gigapulse lake compact --loop` at this "
                                                     "interval beside the worker; 'off' to skip.")] = "10s",
     seed: SeedOpt = 42,
+    nodes: NodesOpt = 1,
     out: Annotated[Path, typer.Option(help="JSON report.")] = Path("var/bench/stream.json"),
 ):
     """Readings/s from a pre-filled topic to features in Parquet: ours, Quix Streams, an aiokafka ceiling."""
@@ -66,7 +78,7 @@ def bench_stream(
     compact_s = None if compact_every == "off" else _parse(parse_duration, compact_every, "--compact-every")
     opts = bench.StreamOptions(runs=runs, prefill_s=_parse(parse_duration, prefill, "--prefill"),
                                quix_readings=quix_readings, quix_variant=quix_variant, profile=profile, seed=seed,
-                               compact_every_s=compact_s)
+                               compact_every_s=compact_s, nodes=_nodes(nodes))
     bench.emit(bench.run_stream(opts), out)
 
 

@@ -76,7 +76,6 @@ def demo(
 
     from infra import broker
     from ingestion.pipeline import parse_duration
-    from ingestion.topics import apply_topics
     from transforms.settings import DataSettings
     from transforms.warehouse import query as run_query
 
@@ -86,7 +85,7 @@ def demo(
     was_running = broker.status(settings).running
     with console.status("starting the Kafka broker ..."):
         broker.start(settings)
-        apply_topics(settings.bootstrap)
+        broker.apply_catalog(settings)
     out.print(f"[bold]1/6[/bold] broker up on {settings.bootstrap} (Kafka {broker.KAFKA_VERSION})")
     try:
         # Each demo run simulates a fresh, later span, so a re-run adds data instead of re-sending old times.

@@ -16,13 +16,21 @@ schemas_app = typer.Typer(help="Event contracts and their JSON Schemas.", no_arg
 
 
 @topics_app.command("apply")
-def topics_apply(bootstrap: BootstrapOpt = None):
+def topics_apply(bootstrap: BootstrapOpt = None,
+                 replication_factor: Annotated[int, typer.Option(min=1, max=9, help="Replicas of a topic created "
+                                                                 "now: 1 for one broker, 3 on a cluster.")] = 1,
+                 min_insync_replicas: Annotated[int | None, typer.Option(min=1, max=9, help="Set on every topic: "
+                                                                         "replicas an acks=all write needs (2 on "
+                                                                         "a 3-node cluster).")] = None):
     """Create or update every catalog topic (idempotent)."""
     from ingestion.topics import apply_topics
 
+    if min_insync_replicas is not None and min_insync_replicas > replication_factor:
+        raise typer.BadParameter(f"{min_insync_replicas} is more than the {replication_factor} replicas: no write "
+                                 "could ever be acknowledged", param_hint="--min-insync-replicas")
     servers = _bootstrap(bootstrap)
     _reachable(servers)
-    changes = apply_topics(servers)
+    changes = apply_topics(servers, replication_factor=replication_factor, min_insync_replicas=min_insync_replicas)
     for c in changes:
         out.print(f"{c.topic:32s} {c.action:17s} partitions={c.partitions}")
 

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from infra import broker, security
+from infra import security
 from infra.broker import BrokerSettings
 from infra.security import BrokerSecuritySettings
+from infra.temporary import temporary_broker
 from ingestion.security import KafkaSecuritySettings, aiokafka_kwargs, kafka_python_kwargs
 from schemas import topics
 from tests.conftest import free_port
@@ -41,16 +42,9 @@ def _broker_security(mode: str) -> BrokerSecuritySettings:
 
 @contextmanager
 def secured_broker(data_dir: Path, mode: str) -> Iterator[tuple[BrokerSettings, BrokerSecuritySettings]]:
-    from ingestion.topics import apply_topics
-
-    settings = BrokerSettings(port=free_port(), controller_port=free_port(), data_dir=data_dir)
     sec = _broker_security(mode)
-    broker.start(settings, sec)
-    try:
-        apply_topics(settings.bootstrap, security=security.admin_client(sec, data_dir, settings.host))
+    with temporary_broker(data_dir, sec=sec) as settings:
         yield settings, sec
-    finally:
-        broker.stop(settings)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ nothing twice.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,17 +19,17 @@ import time
 from pathlib import Path
 
 import duckdb
-import psutil
 import pytest
 import yaml
 
-from infra import broker
+from infra import broker, faults
+from infra.temporary import temporary_broker
 from ingestion.bridges.config import GENERATORS
 from ingestion.bridges.modbus import decode_registers
 from ingestion.bridges.modbus_server import RegisterStore, ServerThread
 from schemas.addresses import modbus_addresses
 from schemas.asset_model import load_plant
-from tests.conftest import free_port, running_broker
+from tests.conftest import free_port
 from tests.transforms.support import drain, fresh_topics, publish_assets, stream_env
 
 pytestmark = pytest.mark.integration
@@ -143,15 +141,12 @@ def test_modbus_values_reach_the_lake_and_a_read_error_is_a_gap(bootstrap, tmp_p
 @pytest.fixture
 def own_broker(tmp_path):
     """A broker of this test's own: the test stops and restarts it."""
-    with running_broker(tmp_path / "kafka") as settings:
+    with temporary_broker(tmp_path / "kafka") as settings:
         yield settings
 
 
 def _kill_broker(settings) -> None:
-    pid = int(json.loads(settings.pid_file.read_text())["pid"])
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(psutil.NoSuchProcess):
-        psutil.Process(pid).wait(60)
+    faults.kill_node(settings, 1, signal.SIGKILL, timeout_s=60)
 
 
 def _status(port: int) -> dict:
