@@ -34,7 +34,7 @@ from gigapulse.cli import app, main
 
 DEAD = "127.0.0.1:9"
 #: Examples per command and run: sized for about a minute on a busy 2-core machine.
-EXAMPLES = int(os.environ.get("GIGAPULSE_FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("GIGAPULSE_FUZZ_EXAMPLES", "6"))
 
 #: Command paths fuzzed, each with the options left out (they would start long-running work).
 COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
