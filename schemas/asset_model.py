@@ -180,6 +180,9 @@ def plant_path(name_or_path: str) -> Path:
     return Path(name_or_path)
 
 
+#: libyaml's safe loader when PyYAML was built with it: ten times faster on a plant (0.1 s, not 1 s), and
+#: it refuses nesting past 1,000 levels itself. Both build only plain YAML types.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: A plant file far larger than any real one (the reference plant is ~30 kB) is refused before parsing.
 MAX_PLANT_BYTES = 16 << 20
 #: Values a plant document may hold once its YAML aliases are expanded (the reference plant: ~3,000).
@@ -220,7 +223,7 @@ def load_plant(name_or_path: str) -> Plant:
     path = plant_path(name_or_path)
     try:
         too_big = path.stat().st_size > MAX_PLANT_BYTES
-        raw = None if too_big else yaml.safe_load(path.read_bytes())
+        raw = None if too_big else yaml.load(path.read_bytes(), Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except FileNotFoundError:
         raise AssetModelError(f"plant file not found: {path}") from None
     except OSError as exc:
