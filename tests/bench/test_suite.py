@@ -56,6 +56,12 @@ def test_a_quick_run_rewrites_the_section_with_real_figures_and_keeps_the_prose(
     assert doc.read_text() == text  # --no-write prints, writes nothing
 
 
+def test_bench_all_runs_what_make_bench_runs_in_its_order():
+    lines = (REPO / "Makefile").read_text().split("\nbench:", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    make = [line.strip().replace("$(BIN)/", "") for line in lines]
+    assert make == [b.command for b in suite.BENCHES]
+
+
 def test_rewrite_replaces_between_the_markers_only():
     new = f"{suite.BEGIN}\nnew\n{suite.END}"
     assert suite.rewrite(HEAD + OLD + TAIL, new) == HEAD + new + TAIL
@@ -86,3 +92,8 @@ def test_bench_names_and_bad_markers_are_refused_in_one_line_before_anything_run
     res = gigapulse("bench", "all", "--only", "ingest", "--out", str(doc), cwd=tmp_path, timeout=60)
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "markers" in res.stderr, res.stderr
     assert "[1/1]" not in res.stderr  # refused before the hours of benches, not after
+
+
+def test_the_projects_benchmarks_document_has_the_markers_once():
+    doc = (REPO / "docs" / "BENCHMARKS.md").read_text()
+    assert suite.rewrite(doc, f"{suite.BEGIN}\nx\n{suite.END}").count("\nx\n") == 1
