@@ -362,8 +362,8 @@ def bench_all(
 
         def done(result):
             bar.advance(task)
-            console.print(f"[{benches.index(next(b for b in benches if b.name == result.name)) + 1}/{len(benches)}] "
-                          f"{result.name}: {result.status} in {result.wall_s / 60:.1f} min"
+            n = [b.name for b in benches].index(result.name) + 1
+            console.print(f"[{n}/{len(benches)}] {result.name}: {result.status} in {result.wall_s / 60:.1f} min"
                           + (f" ({result.note})" if result.note else ""))
 
         results = suite.run_all(benches, quick, json_dir, start, done)
