@@ -82,7 +82,9 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 def _header(path: Path) -> list[str]:
     """The CSV's column names, from its first line (a UTF-8 byte-order mark is dropped)."""
-    csv.field_size_limit(1 << 26)  # a header cell of MBs is refused below as "not a header", not by csv
+    # csv refuses a cell over 128 KiB with csv.Error; a header of MBs is read, then refused by detect_kind
+    # for naming no known column. (The limit is process-wide; nothing else here reads CSV with csv.)
+    csv.field_size_limit(1 << 26)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             return next(csv.reader(fh), [])
