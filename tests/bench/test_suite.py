@@ -97,3 +97,20 @@ def test_bench_names_and_bad_markers_are_refused_in_one_line_before_anything_run
 def test_the_projects_benchmarks_document_has_the_markers_once():
     doc = (REPO / "docs" / "BENCHMARKS.md").read_text()
     assert suite.rewrite(doc, f"{suite.BEGIN}\nx\n{suite.END}").count("\nx\n") == 1
+
+
+def test_every_bench_can_be_called_with_its_defaults_and_quick_sizes():
+    """``bench all`` calls the command functions directly, past typer: every quick option must be one of the
+    function's parameters, and every default a plain value (not a typer.Option object)."""
+    import inspect
+
+    import typer
+
+    from gigapulse.cli import benchmarks
+
+    for bench in suite.BENCHES:
+        params = inspect.signature(getattr(benchmarks, bench.function)).parameters
+        assert set(bench.quick) <= set(params) and "out" in params, (bench.name, set(bench.quick) - set(params))
+        for name, p in params.items():
+            assert p.default is not inspect.Parameter.empty, (bench.name, name)
+            assert not isinstance(p.default, typer.models.ParameterInfo), (bench.name, name)
