@@ -352,19 +352,23 @@ def bench_all(
         except ValueError as exc:
             raise UserError(f"{out}: {exc}") from None
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    console.print(f"bench all: {', '.join(b.name for b in benches)}" + (" (quick)" if quick else ""))
+
+    def say(text: str) -> None:  # one line each, taken literally (notes hold "[bench]", not markup)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    say(f"bench all: {', '.join(b.name for b in benches)}" + (" (quick)" if quick else ""))
     with _progress() as bar:
         task = bar.add_task("bench all", total=len(benches), info="")
 
         def start(bench, i):
             bar.update(task, description=f"bench {bench.name}", info=f"{i + 1} of {len(benches)}")
-            console.print(f"[{i + 1}/{len(benches)}] {bench.name} ...")
+            say(f"[{i + 1}/{len(benches)}] {bench.name} ...")
 
         def done(result):
             bar.advance(task)
             n = [b.name for b in benches].index(result.name) + 1
-            console.print(f"[{n}/{len(benches)}] {result.name}: {result.status} in {result.wall_s / 60:.1f} min"
-                          + (f" ({result.note})" if result.note else ""))
+            say(f"[{n}/{len(benches)}] {result.name}: {result.status} in {result.wall_s / 60:.1f} min"
+                + (f" ({result.note})" if result.note else ""))
 
         results = suite.run_all(benches, quick, json_dir, start, done)
     text = suite.section(results, quick, started)
