@@ -52,10 +52,13 @@ bench: $(STAMP) ## Run every benchmark (see docs/BENCHMARKS.md)
 	$(BIN)/gigapulse bench quality
 	$(BIN)/gigapulse bench scoring
 
+bench-all: $(STAMP) ## Every benchmark, then the figures section of docs/BENCHMARKS.md rewritten (hours)
+	$(BIN)/gigapulse bench all
+
 proto: $(STAMP) ## Regenerate ingestion/bridges/sparkplug_b_pb2.py from its .proto (grpcio-tools' protoc)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. ingestion/bridges/sparkplug_b.proto
 
 clean: ## Remove local data (var/), keep the venv and the Kafka cache
 	rm -rf var
 
-.PHONY: help install lock demo test lint broker-start broker-stop bench proto clean
+.PHONY: help install lock demo test lint broker-start broker-stop bench bench-all proto clean

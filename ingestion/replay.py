@@ -80,20 +80,36 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _header(path: Path) -> list[str]:
+    """The CSV's column names, from its first line (a UTF-8 byte-order mark is dropped)."""
+    # csv refuses a cell over 128 KiB with csv.Error; a header of MBs is read, then refused by detect_kind
+    # for naming no known column. (The limit is process-wide; nothing else here reads CSV with csv.)
+    csv.field_size_limit(1 << 26)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return next(csv.reader(fh), [])
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"{path}: not UTF-8 text (byte {exc.start} of the header); re-encode it, e.g. "
+                          "iconv -f latin1 -t utf-8") from None
+    except csv.Error as exc:
+        raise ReplayError(f"{path}: not a CSV header ({exc})") from None
+
+
 def _batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
         elif suffix in (".csv", ".txt"):
-            opts = pacsv.ReadOptions(block_size=1 << 22)
+            # A block holds whole rows: a row longer than the block is refused by Arrow, so a block is
+            # bigger than any sensible row; a longer one is named in the error below.
+            opts = pacsv.ReadOptions(block_size=1 << 24)
             # Arrow reads "NaN"/"nan" as null by default, which would dead-letter a NaN value as
             # missing_field; kept as NaN, it is refused as non_finite, as from a Parquet file.
             nulls = [v for v in pacsv.ConvertOptions().null_values if v.lstrip("-").lower() != "nan"]
             # Every column is read as text and converted row by row: Arrow infers types from the first
             # block only, so one odd value further down would otherwise abort the whole replay.
-            with open(path, newline="") as fh:
-                header = next(csv.reader(fh), [])
+            header = _header(path)
             convert = pacsv.ConvertOptions(strings_can_be_null=True, null_values=nulls,
                                            column_types={name: pa.string() for name in header})
             with pacsv.open_csv(path, read_options=opts, convert_options=convert) as reader:
@@ -102,8 +118,40 @@ def _batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
             raise ReplayError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
     except FileNotFoundError:
         raise ReplayError(f"file not found: {path}") from None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ReplayError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    except (pa.ArrowException, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ReplayError(f"{path}: cannot read ({reason[:300]})") from None
+    except ValueError as exc:  # a NUL in the name; ReplayError (a ValueError too) passes through
+        if isinstance(exc, ReplayError):
+            raise
+        raise ReplayError(f"{str(path)!r}: cannot read ({exc})") from None
+
+
+def _rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """The batch's rows as dicts. A value Python cannot hold (a Parquet timestamp beyond year 9999, a
+    decimal of odd scale) fails the whole conversion, so the batch is converted column by column and
+    such a column's values are given as text, which the decoders refuse row by row with a reason."""
+    try:
+        return batch.to_pylist()
+    except (pa.ArrowException, ValueError, OverflowError):
+        pass
+    columns = {}
+    for name, col in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            columns[name] = col.to_pylist()
+        except (pa.ArrowException, ValueError, OverflowError):
+            columns[name] = [None if v is None else str(v) for v in col.cast(pa.string(), safe=False).to_pylist()] \
+                if pa.types.is_timestamp(col.type) or pa.types.is_decimal(col.type) or pa.types.is_date(col.type) \
+                else [f"<{col.type} value not readable>"] * len(col)
+    return [dict(zip(columns, vals, strict=True)) for vals in zip(*columns.values(), strict=True)]
+
+
+def probe(path: Path, mapping: dict[str, str] | None = None) -> str:
+    """What the file holds ("readings", "events", or "empty"), read from its first batch: the CLI asks this
+    before it connects to Kafka, so a file that cannot be replayed is refused at once, broker or not."""
+    for batch in _batches(path, 16):
+        return detect_kind(batch.schema.names, mapping or {})
+    return "empty"
 
 
 def detect_kind(columns: list[str], mapping: dict[str, str]) -> Literal["readings", "events"]:
@@ -128,14 +176,26 @@ def _number(raw: Any) -> Any:
     return raw
 
 
+def _int(text: str) -> int | None:
+    """The text as an int when it is a plain decimal one: ``str.isdigit`` also accepts "²" and other
+    digits ``int`` refuses, and ``int`` refuses more than 4,300 digits."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 30:
+        return None
+    return int(text)
+
+
 def _ts_to_iso(raw: Any) -> Any:
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw.strip())
+    if isinstance(raw, str) and _int(raw) is not None:
+        raw = _int(raw)
     if isinstance(raw, datetime):
         ts = raw if raw.tzinfo else raw.replace(tzinfo=UTC)
         return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return datetime.fromtimestamp(raw / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        try:
+            return datetime.fromtimestamp(raw / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        except (OverflowError, OSError, ValueError):
+            return str(raw)  # epoch milliseconds beyond datetime's years 1-9999: refused by the decoder
     return raw
 
 
@@ -180,7 +240,7 @@ class Replayer:
                 kind = detect_kind(batch.schema.names, mapping)
                 summary = ReplaySummary(str(path), kind)
             rename = {v: k for k, v in mapping.items()}
-            rows = [{rename.get(k, k): v for k, v in r.items()} for r in batch.to_pylist()]
+            rows = [{rename.get(k, k): v for k, v in r.items()} for r in _rows(batch)]
             summary.rows += len(rows)
             if summary.kind == "events":
                 self._events(rows, summary)
@@ -198,7 +258,8 @@ class Replayer:
     def _events(self, rows: list[dict[str, Any]], summary: ReplaySummary) -> None:
         for row in rows:
             row = _clean(row)
-            row["v"] = int(row["v"]) if isinstance(row.get("v"), str) and row["v"].isdigit() else row.get("v", 1)
+            v = row.get("v", 1)
+            row["v"] = _int(v) if isinstance(v, str) and _int(v) is not None else v
             if "ts" in row:
                 row["ts"] = _ts_to_iso(row["ts"])
             if "value" in row:

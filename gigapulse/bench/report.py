@@ -11,6 +11,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,19 @@ LIBRARIES = ("kafka-python", "aiokafka", "faust-streaming", "quixstreams", "conf
              "pyarrow", "numpy", "orjson", "zstandard", "chdb", "polars")
 
 # --------------------------------------------------------------------------- reporting
+
+@dataclass
+class BenchResult:
+    """What one bench gave ``gigapulse bench all``: its report (the JSON every bench writes: parameters,
+    environment, figures as ``median/min/max`` spreads, ratios to its peers, targets met, markdown table),
+    or why there is none."""
+
+    name: str
+    status: str  # "ok", "skipped" (a required peer is not installed) or "failed"
+    note: str = ""
+    wall_s: float = 0.0
+    report: dict[str, Any] | None = None
+
 
 def spread(values: list[float]) -> dict[str, Any]:
     """Median and min–max of repeated runs: the median resists one run hit by a noisy neighbour."""

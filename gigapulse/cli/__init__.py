@@ -132,11 +132,19 @@ def _is_a(exc: BaseException, module: str, name: str) -> bool:
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, UserError | FileNotFoundError | PermissionError) or any(
+    return isinstance(exc, UserError | FileNotFoundError | PermissionError) or _is_path_error(exc) or any(
         _is_a(exc, module, name) for module, name in _USER_ERRORS)
 
 
+def _is_path_error(exc: BaseException) -> bool:
+    """An OS error about a path the user gave (a folder where a file belongs, a name too long, a read-only
+    or full disk): the path and the system's reason say it all; a traceback would add nothing."""
+    return isinstance(exc, OSError) and exc.filename is not None and exc.strerror is not None
+
+
 def _one_line(exc: BaseException) -> str:
+    if _is_path_error(exc):
+        return f"{exc.filename}: {exc.strerror}"
     if _is_a(exc, "pydantic_core", "ValidationError"):
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or exc.title

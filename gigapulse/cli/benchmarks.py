@@ -322,3 +322,75 @@ def bench_bridges_mqtt(
     except bench.BenchError as exc:
         raise UserError(str(exc)) from None
     bench.emit(report, out)
+
+
+@bench_app.command("all")
+def bench_all(
+    only: Annotated[str, typer.Option(help="Comma-separated benches to run (default: all of them): "
+                                           "ingest, stream, freshness, recovery, warehouse, bridges-modbus, "
+                                           "bridges-opcua, bridges-mqtt, quality, scoring.")] = "",
+    skip: Annotated[str, typer.Option(help="Comma-separated benches to leave out.")] = "",
+    quick: Annotated[bool, typer.Option("--quick", help="The smallest sizes and one run each: a smoke test of "
+                                                        "the machinery in minutes, not figures to quote.")] = False,
+    write: Annotated[bool, typer.Option("--write/--no-write", help="Rewrite the figures section of --out (else "
+                                                                   "print it).")] = True,
+    out: Annotated[Path, typer.Option(help="The markdown file whose section between <!-- bench-all:begin --> and "
+                                           "<!-- bench-all:end --> is rewritten (appended if it has none).")]
+    = Path("docs/BENCHMARKS.md"),
+    json_dir: Annotated[Path, typer.Option(help="Where each bench's JSON report goes (<bench>.json).")]
+    = Path("var/bench"),
+):
+    """Every bench with its peers, at the defaults of `make bench` (hours), then the figures section of
+    docs/BENCHMARKS.md rewritten: machine, versions, and per bench its medians, spreads and ratio to its peer.
+
+    A bench that fails is reported as failed and the others still run; a peer that is not installed (the
+    `.[bench]` extra) is left out with a note. Exit code 1 when any bench failed.
+    """
+    from datetime import UTC, datetime
+
+    from gigapulse.bench import suite
+    from gigapulse.cli.common import UserError, _progress, console
+    from gigapulse.cli.common import out as stdout
+
+    try:
+        benches = suite.select(only.split(","), skip.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only/--skip") from None
+    if not benches:
+        raise typer.BadParameter("nothing left to run", param_hint="--only/--skip")
+    if write and out.exists():
+        try:  # refuse bad markers now, not after hours of benches
+            suite.rewrite(out.read_text(), f"{suite.BEGIN}\n{suite.END}")
+        except ValueError as exc:
+            raise UserError(f"{out}: {exc}") from None
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def say(text: str) -> None:  # one line each, taken literally (notes hold "[bench]", not markup)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    say(f"bench all: {', '.join(b.name for b in benches)}" + (" (quick)" if quick else ""))
+    with _progress() as bar:
+        task = bar.add_task("bench all", total=len(benches), info="")
+
+        def start(bench, i):
+            bar.update(task, description=f"bench {bench.name}", info=f"{i + 1} of {len(benches)}")
+            say(f"[{i + 1}/{len(benches)}] {bench.name} ...")
+
+        def done(result):
+            bar.advance(task)
+            n = [b.name for b in benches].index(result.name) + 1
+            say(f"[{n}/{len(benches)}] {result.name}: {result.status} in {result.wall_s / 60:.1f} min"
+                + (f" ({result.note})" if result.note else ""))
+
+        results = suite.run_all(benches, quick, json_dir, start, done)
+    text = suite.section(results, quick, started)
+    if write:
+        doc = out.read_text() if out.exists() else "# Benchmarks\n"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(suite.rewrite(doc, text))
+        console.print(f"figures section of {out} rewritten ({len(results)} benches)")
+    else:
+        stdout.print(text, markup=False, highlight=False)
+    failed = [r.name for r in results if r.status == "failed"]
+    if failed:
+        raise UserError(f"bench all: {', '.join(failed)} failed (see {out if write else 'above'})")

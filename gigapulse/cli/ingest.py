@@ -287,7 +287,7 @@ def replay(
     """
     from ingestion.pipeline import parse_speed
     from ingestion.producer import PlantProducer
-    from ingestion.replay import Replayer, ReplayError, parse_mapping
+    from ingestion.replay import Replayer, ReplayError, parse_mapping, probe
     from ingestion.settings import ProducerSettings
     from schemas.asset_model import load_plant
 
@@ -298,6 +298,10 @@ def replay(
         raise typer.BadParameter(str(exc), param_hint="--map") from None
     if not path.exists():
         raise UserError(f"file not found: {path}")
+    try:
+        probe(path, cols)  # a file that cannot be replayed is refused before connecting, broker or not
+    except ReplayError as exc:
+        raise UserError(str(exc)) from None
     sensors = load_plant(plant).by_id if plant else None
     settings = ProducerSettings()
     servers = _bootstrap(bootstrap)
