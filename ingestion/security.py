@@ -144,17 +144,12 @@ def kafka_python_kwargs(sec: KafkaSecuritySettings | None = None) -> dict[str, A
 
 
 def aiokafka_kwargs(sec: KafkaSecuritySettings | None = None) -> dict[str, Any]:
-    """Keyword arguments for aiokafka's producers and consumers."""
-    s = _resolve(sec)
-    if s.security_protocol == "PLAINTEXT":
-        return {}
-    kw: dict[str, Any] = {"security_protocol": s.security_protocol}
-    if s.sasl:
-        kw.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
-                  sasl_plain_password=s.password())
-    if s.tls:
-        kw["ssl_context"] = s.ssl_context()
-    return kw
+    """Keyword arguments for aiokafka's producers and consumers.
+
+    aiokafka took kafka-python's names for these options, so today the two sets are the same; callers still
+    ask for their library's set, so that a divergence is fixed here and nowhere else.
+    """
+    return kafka_python_kwargs(sec)
 
 
 def faust_credentials(sec: KafkaSecuritySettings | None = None) -> Any:
