@@ -338,3 +338,43 @@ def test_a_client_logging_its_configuration_shows_no_password(sasl):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Starting KafkaAdminClient with configuration" in res.stderr and "'sasl_plain_password': '***'" in res.stderr
     _no_secret(res.stdout, res.stderr)
+
+
+@pytest.mark.integration
+def test_a_secured_three_node_cluster_replicates_and_enforces_the_roles(tmp_path):
+    """SASL on a 3-node cluster: the nodes log in to each other (replication under min ISR 2 needs it), the
+    ingest role's acks=all write is acknowledged and read back by the stream role, and ingest is refused on
+    a features topic, as on one broker."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import TopicAuthorizationFailedError
+
+    sec = _broker_security("sasl")
+    with temporary_broker(tmp_path / "kafka", nodes=3, heap="384m", sec=sec) as settings:
+        cluster = (settings, sec)
+
+        def produce(role: str, topic: str) -> None:
+            producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_block_ms=30_000,
+                                     **kafka_python_kwargs(_client(cluster, role)))
+            try:
+                producer.send(topic, key=b"k", value=b'{"n": 1}').get(timeout=30)
+            finally:
+                producer.close(timeout=5)
+
+        produce("ingest", topics.READINGS)
+        with pytest.raises(TopicAuthorizationFailedError):
+            produce("ingest", topics.FEATURES_SENSOR_1M)
+        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                 request_timeout_ms=20_000, **kafka_python_kwargs(_client(cluster, "stream")))
+        got: list = []
+        try:
+            consumer.assign([TopicPartition(topics.READINGS, p) for p in range(6)])
+            consumer.seek_to_beginning()
+            for _ in range(40):
+                got += [r.value for recs in consumer.poll(timeout_ms=500).values() for r in recs]
+                if got:
+                    break
+        finally:
+            consumer.close()
+        assert got == [b'{"n": 1}']
+        log = "".join(n.log_file.read_text(errors="replace") for n in settings.node_list)
+        _no_secret(log)
