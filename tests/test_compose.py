@@ -58,12 +58,7 @@ def _depends_on(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_docker_compose_config_validates():
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        message = "docker-compose is not installed (Debian package docker-compose)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    binary = _compose_binary()
     proc = subprocess.run([binary, "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config"], cwd=REPO,
                           capture_output=True, text=True,
                           timeout=120)

@@ -67,6 +67,19 @@ def _client(b: tuple[BrokerSettings, BrokerSecuritySettings], role: str, passwor
                                  sasl_password=SecretStr(password or PASSWORDS[role]), ssl_cafile=ca)
 
 
+def _produce(b: tuple[BrokerSettings, BrokerSecuritySettings], role: str, topic: str, value: bytes,
+             timeout_s: float) -> None:
+    """One acks=all record to ``topic`` as ``role``, waited for: a refusal raises the client's error."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=b[0].bootstrap, acks="all", max_block_ms=int(timeout_s * 1000),
+                             **kafka_python_kwargs(_client(b, role)))
+    try:
+        producer.send(topic, key=b"k", value=value).get(timeout=timeout_s)
+    finally:
+        producer.close(timeout=5)
+
+
 def _env(b, role: str | None, password: str | None = None, **extra: str) -> dict[str, str]:
     """A clean environment for a CLI run as ``role`` (None: no credentials at all)."""
     settings, sec = b
@@ -260,18 +273,13 @@ def test_a_role_writes_and_reads_only_its_own_topics(sasl_ssl):
 
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import TopicAuthorizationFailedError as AioTopicDenied
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
     settings, _ = sasl_ssl
 
     def produce(role: str, topic: str) -> None:
-        producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_block_ms=20_000,
-                                 **kafka_python_kwargs(_client(sasl_ssl, role)))
-        try:
-            producer.send(topic, key=b"k", value=b"{}").get(timeout=20)
-        finally:
-            producer.close(timeout=5)
+        _produce(sasl_ssl, role, topic, b"{}", timeout_s=20)
 
     produce("ingest", topics.READINGS)
     for topic in (topics.FEATURES_SENSOR_1M, topics.FEATURES_CELL_RISK):
@@ -345,7 +353,7 @@ def test_a_secured_three_node_cluster_replicates_and_enforces_the_roles(tmp_path
     """SASL on a 3-node cluster: the nodes log in to each other (replication under min ISR 2 needs it), the
     ingest role's acks=all write is acknowledged and read back by the stream role, and ingest is refused on
     a features topic, as on one broker."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import TopicAuthorizationFailedError
 
     sec = _broker_security("sasl")
@@ -353,12 +361,7 @@ def test_a_secured_three_node_cluster_replicates_and_enforces_the_roles(tmp_path
         cluster = (settings, sec)
 
         def produce(role: str, topic: str) -> None:
-            producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_block_ms=30_000,
-                                     **kafka_python_kwargs(_client(cluster, role)))
-            try:
-                producer.send(topic, key=b"k", value=b'{"n": 1}').get(timeout=30)
-            finally:
-                producer.close(timeout=5)
+            _produce(cluster, role, topic, b'{"n": 1}', timeout_s=30)
 
         produce("ingest", topics.READINGS)
         with pytest.raises(TopicAuthorizationFailedError):
