@@ -69,6 +69,9 @@ class GateCell:
     offset: int
     seen: float  # monotonic time it was read
     arrived_at: datetime | None = None  # the event's Kafka timestamp
+    seen_wall: float = 0.0  # epoch seconds it was read (for the trace)
+    #: Epoch seconds by which its history had landed (the newest checkpoint file it waited for).
+    landed: float | None = None
     #: End offsets of the readings partitions when the event was read: what must land first.
     readings_end: dict[int, int] = field(default_factory=dict)
 
@@ -113,6 +116,8 @@ class Scorer:
         self._consumer = None
         self._producer = None
         self._readings_parts = None
+        self._trace = None  # the open trace file (settings.trace), while run() runs
+        self._reopened = False  # the last batch opened a new catalog (for the trace)
         from transforms.batch.cell_features import VisitCache
 
         #: Sums of the upstream visits (rolls, batches) already read: each cell then reads its own.
@@ -144,7 +149,7 @@ class Scorer:
             return  # the stream worker dead-letters it; the scorer has nothing to score
         if ev.kind == "leave" and ev.stage == "filling" and ev.unit_type == "cell":
             cell = GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition, offset, time.monotonic(),
-                            None if kafka_ms is None else datetime.fromtimestamp(kafka_ms / 1000, UTC))
+                            None if kafka_ms is None else datetime.fromtimestamp(kafka_ms / 1000, UTC), time.time())
             self.pending[partition].append(cell)
             self._new.append(cell)
 
@@ -175,6 +180,7 @@ class Scorer:
                 self._con.close()
             self._con = connect(self.db_path)
             self._con_key = key
+            self._reopened = True
         return self._con
 
     def _ready(self, cells: list[GateCell], now: float) -> list[tuple[GateCell, bool]]:
@@ -188,22 +194,33 @@ class Scorer:
         """
         if not cells or not self.db_path.is_file():  # no catalog published yet: nothing can be read
             return []
-        events_done = {p: ckpt.committed_next_offset(self.lake_root, self.events_topic, p)
-                       for p in {c.partition for c in cells}}
-        readings_done: dict[int, int] = {}
+        events_done = {p: self._progress(self.events_topic, p) for p in {c.partition for c in cells}}
+        readings_done: dict[int, tuple[int, float]] = {}
         out = []
         for c in cells:
-            complete = events_done[c.partition] > c.offset
+            done, landed = events_done[c.partition]
+            complete = done > c.offset
             for p, end in c.readings_end.items():
                 if not complete:
                     break
                 if p not in readings_done:
-                    readings_done[p] = ckpt.committed_next_offset(self.lake_root, self.readings_topic, p)
-                complete = readings_done[p] >= end
+                    readings_done[p] = self._progress(self.readings_topic, p)
+                done, at = readings_done[p]
+                complete, landed = done >= end, max(landed, at)
             if not complete and now - c.seen < self.settings.max_wait_s:
                 break
+            c.landed = landed if complete else None
             out.append((c, complete))
         return out
+
+    def _progress(self, topic: str, partition: int) -> tuple[int, float]:
+        """The partition's committed next offset, and when that checkpoint was written (epoch seconds,
+        for the trace: a later checkpoint may have replaced the one that first passed a cell)."""
+        done = ckpt.committed_next_offset(self.lake_root, topic, partition)
+        try:
+            return done, os.stat(ckpt.checkpoint_path(self.lake_root, topic, partition)).st_mtime
+        except FileNotFoundError:
+            return done, 0.0
 
     def _champion(self):
         from transforms.predictive import registry
@@ -269,10 +286,13 @@ class Scorer:
                     ready[p] = got
                     room -= len(got)
         rows_of: dict[int, list[dict]] = {p: [] for p in ready}
+        started = computed = time.time()
+        self._reopened = False
         if ready:
             t0 = time.perf_counter()
             scored = self._score([x for got in ready.values() for x in got])
             self.stats.computes.append((len(scored), time.perf_counter() - t0))
+            computed = time.time()
             for r in scored:
                 rows_of[r["src_partition"]].append(r)
         landed = 0
@@ -293,7 +313,18 @@ class Scorer:
                 self._commit(p, self.read[p] - 1, [])  # no gate event in the range: only the offset moves
         if ready:
             self.stats.batches += 1
+            if self._trace is not None:
+                self._write_trace([c for got in ready.values() for c, _ in got], started, computed, time.time())
         return landed
+
+    def _write_trace(self, cells: list[GateCell], started: float, computed: float, written: float) -> None:
+        """One JSON line per cell of a batch: the epoch seconds of each step of its way (``trace``)."""
+        for c in cells:
+            self._trace.write(orjson.dumps({
+                "cell_id": c.cell_id, "arrived": c.arrived_at.timestamp() if c.arrived_at else None,
+                "read": c.seen_wall, "landed": c.landed, "started": started, "computed": computed,
+                "written": written, "batch": len(cells), "reopened": self._reopened}) + b"\n")
+        self._trace.flush()
 
     # ----------------------------------------------------------------- the loop
 
@@ -325,6 +356,8 @@ class Scorer:
             end = {tp.partition: o for tp, o in self._consumer.end_offsets(
                 [TopicPartition(self.events_topic, p) for p in parts]).items()}
         self._consumer.subscribe([self.events_topic], listener=_Listener())
+        if self.settings.trace is not None:
+            self._trace = open(self.settings.trace, "ab")  # noqa: SIM115 - closed in finally
         last_check = last_log = time.monotonic()
         try:
             while not stop.is_set():
@@ -349,6 +382,9 @@ class Scorer:
                 self._producer.close()
             if self._con is not None:
                 self._con.close()
+            if self._trace is not None:
+                self._trace.close()
+                self._trace = None
         self._log_progress()
         return self.stats
 

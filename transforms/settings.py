@@ -42,7 +42,8 @@ class StreamSettings(BaseSettings):
     """How a stream worker windows and flushes. Environment: ``GIGAPULSE_STREAM_*``.
 
     ``flush_seconds`` bounds freshness (a reading is queryable at most about this long after it
-    arrives); ``flush_rows`` bounds memory and file size under load.
+    arrives), and a partition that goes quiet for ``flush_idle_ms`` is checkpointed at once;
+    ``flush_rows`` bounds memory and file size under load.
     """
 
     model_config = SettingsConfigDict(env_prefix="GIGAPULSE_STREAM_", frozen=True)
@@ -52,6 +53,11 @@ class StreamSettings(BaseSettings):
     long_window_ms: int = Field(3_600_000, ge=60_000, description="Width of the long windows (sensor_features_1h).")
     lateness_ms: int = Field(5_000, ge=0, description="Allowed lateness behind the watermark.")
     flush_seconds: float = Field(0.5, gt=0, description="Checkpoint (write Parquet, commit) at least this often.")
+    flush_idle_ms: int = Field(50, ge=0, le=60_000, description="Checkpoint a partition sooner once no message "
+                               "has come for this long (a gateway's burst is complete), ms; 0: only every "
+                               "flush_seconds.")
+    flush_min_seconds: float = Field(0.1, gt=0, description="The shortest batch an idle checkpoint closes, s: "
+                                     "bounds the files a trickle of single messages makes per partition.")
     flush_rows: int = Field(500_000, ge=1, description="Checkpoint when this many readings are buffered.")
     microbatch_rows: int = Field(20_000, ge=1, description="Readings decoded before features are computed.")
     fetch_max_wait_ms: int = Field(100, ge=1, le=1500, description="Longest a consumer fetch waits for data. "
@@ -308,6 +314,9 @@ class ScoreSettings(BaseSettings):
                              "mixing, per sensor parameter) whose sums are kept for the next cells made from "
                              "them; 0 reads every cell's whole history.")
     log_every_s: float = Field(30.0, gt=0, description="Seconds between progress lines (with --loglevel info).")
+    trace: Path | None = Field(None, description="Append a JSON line per scored cell to this file: when its "
+                               "event arrived, was read, its history landed, its batch started, was computed "
+                               "and written (epoch seconds; where a cell's latency goes).")
 
 # --------------------------------------------------------------------------- predictive quality (issue #12)
 

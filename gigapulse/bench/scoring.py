@@ -135,7 +135,7 @@ def scoring_once(bb: BenchBroker, opts: ScoringOptions) -> dict[str, Any]:
     with console.status("training the champion on the cached quality lake ..."):
         champion = train_champion(opts, lake)
     env = child_env(bb, GIGAPULSE_DATA_DIR=str(data_dir), GIGAPULSE_LAKE_INTERVAL_S=str(opts.compact_every_s),
-                    GIGAPULSE_SCORE_LOG_EVERY_S="30")
+                    GIGAPULSE_SCORE_LOG_EVERY_S="30", GIGAPULSE_SCORE_TRACE=str(data_dir / "trace.jsonl"))
     if opts.stream_flush_s is not None:
         env["GIGAPULSE_STREAM_FLUSH_SECONDS"] = str(opts.stream_flush_s)
     log = open(data_dir / "children.log", "wb")  # noqa: SIM115 - closed in finally, after the children
@@ -188,7 +188,8 @@ def scoring_once(bb: BenchBroker, opts: ScoringOptions) -> dict[str, Any]:
     land = np.array([vis - s for _, _, s, vis, _ in rows.values()])
     scorer_lines = [ln for ln in (data_dir / "children.log").read_text(errors="replace").splitlines()
                     if "transforms.scorer" in ln]
-    return {"champion": champion, "gate_cells": len(gate), "scored_visible": len(rows),
+    stages = _stages(data_dir / "trace.jsonl", rows)
+    return {"champion": champion, "gate_cells": len(gate), "stages": stages, "scored_visible": len(rows),
             "never_visible": len(set(gate) - set(rows)), "incomplete": sum(not c for *_, c in rows.values()),
             "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99), "max_s": float(lat.max()) if len(lat) else None,
             "from_event_ts_p50_s": _pct(from_ts, 50), "from_event_ts_p99_s": _pct(from_ts, 99),
@@ -197,6 +198,32 @@ def scoring_once(bb: BenchBroker, opts: ScoringOptions) -> dict[str, Any]:
             "scored_to_visible_p50_s": _pct(land, 50), "scored_to_visible_p99_s": _pct(land, 99),
             "poll_p50_s": _pct(np.array(seen.polls), 50), "cpu_share": cpu, "poll_error": seen.error,
             "scorer_log": scorer_lines[-4:], "data_dir": str(data_dir)}
+
+
+#: The steps of a cell's way from its event's arrival to its row in DuckDB, from the scorer's trace.
+STAGES = (("arrived", "read", "read by the scorer"), ("read", "landed", "history landed (stream checkpoints)"),
+          ("landed", "started", "waiting for the scorer (previous batch, next check)"),
+          ("started", "computed", "features and score"), ("computed", "written", "file and checkpoint written"),
+          ("written", "visible", "seen by a poll"))
+
+
+def _stages(trace: Path, rows: dict[str, tuple]) -> dict[str, dict[str, float | None]]:
+    """p50 / p99 / max seconds of each step of :data:`STAGES`, over the cells the poller saw."""
+    import orjson
+
+    steps: dict[str, list[float]] = {label: [] for *_, label in STAGES}
+    if not trace.is_file():
+        return {}
+    for line in trace.read_bytes().splitlines():
+        t = orjson.loads(line)
+        if t["cell_id"] not in rows or t["arrived"] is None or t["landed"] is None:
+            continue
+        t["visible"] = rows[t["cell_id"]][3]
+        t["landed"] = max(t["landed"], t["read"])  # the checkpoint may predate the read
+        for a, b, label in STAGES:
+            steps[label].append(t[b] - t[a])
+    return {label: {"p50": _pct(np.array(v), 50), "p99": _pct(np.array(v), 99),
+                    "max": float(max(v)) if v else None} for label, v in steps.items()}
 
 
 def _pct(a: np.ndarray, q: float) -> float | None:
@@ -237,6 +264,10 @@ def run_scoring(opts: ScoringOptions) -> dict[str, Any]:
           f"{_fmt(r['scored_to_visible_p50_s'])} / {_fmt(r['scored_to_visible_p99_s'])}",
           f"{_fmt(r['from_event_ts_p50_s'])} / {_fmt(r['from_event_ts_p99_s'])}",
           _fmt(r["p99_s"] / TARGET_P99_S if r["p99_s"] is not None else None)]])
+    if r.get("stages"):
+        table += "\n\n" + markdown_table(
+            ["step", "p50 s", "p99 s", "max s"],
+            [[label, _fmt(v["p50"]), _fmt(v["p99"]), _fmt(v["max"])] for label, v in r["stages"].items()])
     return {"bench": "scoring", "environment": env,
             "params": {"minutes": opts.minutes, "plant": opts.plant, "poll_s": opts.poll_s,
                        "compact_every_s": opts.compact_every_s, "model_hours": opts.model_hours,

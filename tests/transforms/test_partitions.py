@@ -220,3 +220,28 @@ def test_a_batch_marked_closing_closes_the_windows_whoever_checkpoints_it(tmp_pa
     for name in ("sensor_features_1m", "sensor_features_1h", "sensor_health", "energy_features"):
         a, b = _table(tmp_path / "marked", name), _table(tmp_path / "final", name)
         assert a.num_rows == b.num_rows > 0, name
+
+
+def test_a_partition_is_due_when_its_interval_passes_or_when_it_goes_quiet(tmp_path, plant, messages):
+    """A burst lands once it is complete (quiet for flush_idle_ms), a steady stream every flush_seconds,
+    and a trickle no more often than every flush_min_seconds."""
+    s = _settings(flush_seconds=0.5, flush_idle_ms=50, flush_min_seconds=0.1)
+    p = P.ReadingsPartition(TOPIC, 0, tmp_path, s, plant.by_id)
+    assert not p.due()  # nothing taken
+    p.add(messages[0][0], 0, messages[0][1])
+    t0 = p.opened_at
+    assert p.last_at == t0
+    assert not p.due(t0 + 0.04)  # quiet for 40 ms, batch 40 ms old
+    assert not p.due(t0 + 0.08)  # quiet long enough, but the batch is younger than flush_min_seconds
+    assert p.due(t0 + 0.1)  # quiet for 100 ms at 100 ms: the burst is complete
+    # A steady stream (a message every 20 ms) is never quiet: due at the interval only.
+    p.last_at = t0 + 0.48
+    assert not p.due(t0 + 0.49)
+    assert p.due(t0 + 0.5)
+    # Idle checkpoints off: the interval alone.
+    off = P.ReadingsPartition(TOPIC, 0, tmp_path / "off", _settings(flush_seconds=0.5, flush_idle_ms=0), plant.by_id)
+    off.add(messages[0][0], 0, messages[0][1])
+    assert not off.due(off.opened_at + 0.4)
+    assert off.due(off.opened_at + 0.5)
+    off.checkpoint()
+    assert not off.due(off.opened_at + 10)  # nothing taken since

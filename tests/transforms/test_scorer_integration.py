@@ -15,6 +15,7 @@ import sys
 from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -81,7 +82,7 @@ def scored(tmp_path_factory):
         lake, db = data / "lake", data / "gigapulse.duckdb"
         build_catalog(lake, db)
         model = _train(lake, db)
-        res = _cli("score", "--drain", env=env)
+        res = _cli("score", "--drain", env=dict(env, GIGAPULSE_SCORE_TRACE=str(tmp / "trace.jsonl")))
         build_catalog(lake, db)
         yield settings, env, data, model, truth, res
 
@@ -122,6 +123,17 @@ def test_every_cell_at_the_gate_is_scored_once_with_the_champion(scored):
                            "OR scored_at < arrived_at").fetchall() == [(0,)]
     finally:
         con.close()
+
+
+def test_the_trace_has_each_scored_cell_once_with_its_steps_in_order(scored):
+    """GIGAPULSE_SCORE_TRACE: where each cell's latency went, for the scoring bench."""
+    _, _, data, _, _, _ = scored
+    lines = [orjson.loads(x) for x in (data.parent / "trace.jsonl").read_bytes().splitlines()]
+    assert sorted(t["cell_id"] for t in lines) == sorted(_gate_cells(data))
+    for t in lines:
+        assert t["arrived"] - 1 <= t["read"] <= t["started"] <= t["computed"] <= t["written"], t
+        assert t["landed"] is not None and t["landed"] <= t["started"], t  # every cell complete
+        assert 1 <= t["batch"] <= 64
 
 
 def test_live_and_batch_feature_vectors_and_scores_are_identical(scored):

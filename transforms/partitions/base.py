@@ -94,7 +94,7 @@ class _Partition:
         self.dead: list[DeadLetter] = []
         self.first_offset: int | None = None
         self.last_offset: int | None = None
-        self.opened_at = time.monotonic()
+        self.opened_at = self.last_at = time.monotonic()
         self.next_offset = 0
         self.state: dict[str, Any] = {}
         #: The error of a failed checkpoint write; set, it stops every later write of this partition.
@@ -226,18 +226,35 @@ class _Partition:
         return True
 
     def _note_offset(self, offset: int) -> None:
+        now = time.monotonic()
         if self.first_offset is None:
             self.first_offset = offset
-            self.opened_at = time.monotonic()
+            self.opened_at = now
         self.last_offset = offset
+        self.last_at = now
 
     @property
     def buffered_messages(self) -> int:
         return 0 if self.first_offset is None else self.last_offset - self.first_offset + 1
 
-    def due(self) -> bool:
-        """True when the flush interval has passed since the first unflushed message."""
-        return self.first_offset is not None and time.monotonic() - self.opened_at >= self.settings.flush_seconds
+    def due(self, now: float | None = None) -> bool:
+        """True when the flush interval has passed since the first unflushed message, or when the
+        partition has gone quiet: no message for ``flush_idle_ms`` after at least ``flush_min_seconds``.
+
+        Gateways send a tick's readings in one burst, so the quiet after it means the burst is all
+        here: landing it then, instead of ``flush_seconds`` after its first message, is what makes it
+        queryable (and a cell's history complete for the live score) within a fraction of a second.
+        A steady stream is never quiet and keeps the interval; ``flush_min_seconds`` bounds the files
+        a trickle of single messages can make.
+        """
+        if self.first_offset is None:
+            return False
+        now = time.monotonic() if now is None else now
+        age = now - self.opened_at
+        if age >= self.settings.flush_seconds:
+            return True
+        idle = self.settings.flush_idle_ms
+        return idle > 0 and age >= self.settings.flush_min_seconds and (now - self.last_at) * 1000 >= idle
 
     # ------------------------------------------------------------------ checkpoint
     def _compute(self, final: bool = False) -> None:
