@@ -74,6 +74,8 @@ class GateCell:
     landed: float | None = None
     #: End offsets of the readings partitions when the event was read: what must land first.
     readings_end: dict[int, int] = field(default_factory=dict)
+    #: For a warm job (a cell's first event, naming the units it consumed): those units.
+    parents: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +119,10 @@ class Scorer:
         self._producer = None
         self._readings_parts = None
         self._trace = None  # the open trace file (settings.trace), while run() runs
+        #: Units whose visits are being or were warmed, oldest first (a dict as an ordered set).
+        self._warm_seen: dict[str, None] = {}
+        self._warm_pending: deque[GateCell] = deque()  # warm jobs waiting for their history to land
+        self.warmer: Warmer | None = Warmer(self) if settings.warm else None
         self._reopened = False  # the last batch opened a new catalog (for the trace)
         from transforms.batch.cell_features import VisitCache
 
@@ -152,6 +158,17 @@ class Scorer:
                             None if kafka_ms is None else datetime.fromtimestamp(kafka_ms / 1000, UTC), time.time())
             self.pending[partition].append(cell)
             self._new.append(cell)
+        elif ev.unit_type == "cell" and ev.parent_ids and self.warmer is not None:
+            new = [u for u in ev.parent_ids if u not in self._warm_seen]
+            if new:  # the first cell made from these units: sum their visits ahead of its gate
+                for u in new:
+                    self._warm_seen[u] = None
+                while len(self._warm_seen) > 100_000:
+                    del self._warm_seen[next(iter(self._warm_seen))]
+                job = GateCell(ev.unit_id, ev.site, ev.line, ev.station, ev.ts, partition, offset, time.monotonic(),
+                               parents=new)
+                self._warm_pending.append(job)
+                self._new.append(job)
 
     def _stamp_new(self) -> None:
         """Give the cells just read the readings' end offsets now: one request per poll, not per cell."""
@@ -273,9 +290,23 @@ class Scorer:
         ckpt.write_atomic(path, ckpt.Checkpoint(self.source, partition, last + 1, ckpt.ScoresState()).encode())
         self.done[partition] = last + 1
 
+    def _hand_warm_jobs(self, now: float) -> None:
+        """Give the warmer the jobs whose history has landed; drop those that waited too long (their
+        sums might miss readings, and a cached sum must be exact)."""
+        keep: deque[GateCell] = deque()
+        for job in self._warm_pending:
+            got = self._ready([job], now)
+            if got and got[0][1]:
+                self.warmer.submit(job.parents, job.ts)
+            elif not got:
+                keep.append(job)
+        self._warm_pending = keep
+
     def step(self) -> int:
         """Score what is ready in every partition, in one warehouse query; returns the cells landed."""
         now = time.monotonic()
+        if self._warm_pending:
+            self._hand_warm_jobs(now)
         ready: dict[int, list[tuple[GateCell, bool]]] = {}
         room = self.settings.max_batch
         for p in sorted(self.pending):
@@ -358,6 +389,8 @@ class Scorer:
         self._consumer.subscribe([self.events_topic], listener=_Listener())
         if self.settings.trace is not None:
             self._trace = open(self.settings.trace, "ab")  # noqa: SIM115 - closed in finally
+        if self.warmer is not None:
+            self.warmer.start()
         last_check = last_log = time.monotonic()
         try:
             while not stop.is_set():
@@ -385,6 +418,8 @@ class Scorer:
             if self._trace is not None:
                 self._trace.close()
                 self._trace = None
+            if self.warmer is not None:
+                self.warmer.stop()
         self._log_progress()
         return self.stats
 
@@ -398,7 +433,65 @@ class Scorer:
         if self.stats.computes:
             cells, secs = zip(*self.stats.computes, strict=True)
             log.info("scorer: %d batches, %.1f cells each; features and score p50 %.2f s, p99 %.2f s; "
-                     "visit cache %d streams, %d hits, %d misses",
+                     "visit cache %d streams, %d hits, %d misses, %d warmed ahead",
                      len(secs), float(np.mean(cells)), float(np.percentile(secs, 50)), float(np.percentile(secs, 99)),
-                     len(self.visits), self.visits.hits, self.visits.misses)
+                     len(self.visits), self.visits.hits, self.visits.misses, self.visits.warmed)
             self.stats.computes = []
+
+
+class Warmer:
+    """A second thread that sums upstream visits ahead of the gate (:func:`~transforms.batch.cell_features.warm_upstream`).
+
+    When a cell's first event names the units it consumed (its electrode rolls, at stacking) and
+    those units were not seen before, their visits, and their slurry batches', are summed into the
+    scorer's :class:`~transforms.batch.cell_features.VisitCache` while the cell is still on its way
+    to filling. The first cell of each roll then reads only its own visits at the gate, like every
+    later one: those upstream reads were the slowest batches of the live score. Own warehouse
+    connection; a failure is logged and skipped (the gate sums what is missing, as without it).
+    """
+
+    def __init__(self, scorer: Scorer):
+        import queue
+
+        self.scorer = scorer
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.failed = 0
+        self._con = None
+        self._con_key: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="gigapulse-scorer-warm", daemon=True)
+        self.thread.start()
+
+    def submit(self, units: list[str], at: datetime) -> None:
+        self.jobs.put((units, at))
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.jobs.put(None)
+            self.thread.join(30)
+            self.thread = None
+
+    def _loop(self) -> None:
+        from transforms.batch.cell_features import warm_upstream
+        from transforms.warehouse.reader import connect
+
+        try:
+            while (job := self.jobs.get()) is not None:
+                units, at = job
+                try:
+                    st = os.stat(self.scorer.db_path)
+                    if self._con is None or (st.st_ino, st.st_mtime_ns) != self._con_key:
+                        if self._con is not None:
+                            self._con.close()
+                        self._con = connect(self.scorer.db_path)
+                        self._con_key = (st.st_ino, st.st_mtime_ns)
+                    warm_upstream(self._con, units, at, self.scorer.visits)
+                except Exception as exc:  # noqa: BLE001 - warming is an optimisation: the gate sums what is missing
+                    self.failed += 1
+                    log.warning("scorer: could not warm the visits of %s (%s); the gate sums them", units, exc)
+        finally:
+            if self._con is not None:
+                self._con.close()
+                self._con = None

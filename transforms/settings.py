@@ -313,6 +313,8 @@ class ScoreSettings(BaseSettings):
     visit_cache: int = Field(200_000, ge=0, description="Upstream visit streams (a roll's coating, a batch's "
                              "mixing, per sensor parameter) whose sums are kept for the next cells made from "
                              "them; 0 reads every cell's whole history.")
+    warm: bool = Field(True, description="Sum a cell's upstream visits (its rolls', their batches') in a second "
+                       "thread when its first event names them, so the gate reads only the cell's own visits.")
     log_every_s: float = Field(30.0, gt=0, description="Seconds between progress lines (with --loglevel info).")
     trace: Path | None = Field(None, description="Append a JSON line per scored cell to this file: when its "
                                "event arrived, was read, its history landed, its batch started, was computed "

@@ -21,6 +21,7 @@ then writing the file and the poll that sees it.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -189,6 +190,9 @@ def scoring_once(bb: BenchBroker, opts: ScoringOptions) -> dict[str, Any]:
     scorer_lines = [ln for ln in (data_dir / "children.log").read_text(errors="replace").splitlines()
                     if "transforms.scorer" in ln]
     stages = _stages(data_dir / "trace.jsonl", rows)
+    if (data_dir / "trace.jsonl").is_file():  # kept beside the reports, for a closer look at the tail
+        opts.cache.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir / "trace.jsonl", opts.cache / "scoring-trace.jsonl")
     return {"champion": champion, "gate_cells": len(gate), "stages": stages, "scored_visible": len(rows),
             "never_visible": len(set(gate) - set(rows)), "incomplete": sum(not c for *_, c in rows.values()),
             "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99), "max_s": float(lat.max()) if len(lat) else None,

@@ -102,8 +102,11 @@ def score(
     (cell_features), scores them with the champion of the model registry (gigapulse models), and
     lands the row in the cell_risk table and on features.cell_risk.v1. A new champion is used from
     the next cell on, without a restart; without one, cells are landed with a null score. Start
-    several to scale out (consumer group). Settings: GIGAPULSE_DATA_DIR and GIGAPULSE_SCORE_*
-    (group_id, poll_ms, check_s, max_wait_s, max_batch, publish, log_every_s); docs/predictive-quality.md.
+    several to scale out (consumer group). When a cell's first event names the rolls it is made of, a
+    second thread sums those rolls' visits (and their batches') ahead, so the gate reads only the cell's
+    own. Settings: GIGAPULSE_DATA_DIR and GIGAPULSE_SCORE_* (group_id, poll_ms, check_s, max_wait_s,
+    max_batch, publish, visit_cache, warm, log_every_s, trace: a JSON line per cell with where its latency
+    went); docs/predictive-quality.md.
     """
     import signal
     import threading
@@ -123,7 +126,8 @@ def score(
                     out_topic=out_topic or FEATURES_CELL_RISK, readings_topic=readings_topic or READINGS)
     st = scorer.run(stop, drain=drain)
     out.print(f"scorer done: {st.scored:,} cells scored, {st.unscored:,} without a champion, "
-              f"{st.incomplete:,} incomplete, in {st.batches:,} batches")
+              f"{st.incomplete:,} incomplete, in {st.batches:,} batches; {scorer.visits.warmed:,} upstream visit "
+              f"streams summed ahead of the gate")
 
 
 @app.command()

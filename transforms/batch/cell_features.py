@@ -39,6 +39,7 @@ during a visit, and ``<station>.<attribute>.measured``; stats are ``oos_share``,
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta
 
 import duckdb
@@ -81,6 +82,9 @@ _LINEAGE_RAW = "SELECT * FROM _cf_raw"
 #: Where the gate events come from: the day's events, or (few cells) the lineage's, which hold them.
 _GATE_FROM_EVENTS = "production_events\n    WHERE date BETWEEN CAST($since AS DATE) AND CAST($until AS DATE) AND"
 _GATE_FROM_LINEAGE = "_cf_raw\n    WHERE"
+#: Warming the cache for upstream units: each stands in for a cell whose gate is the warm's instant
+#: (``_cf_gate``, registered by :func:`warm_upstream`), so the same visits query finds their visits.
+_GATE_FROM_GIVEN = "_cf_gate\n    WHERE"
 
 _HISTORY = """
 WITH RECURSIVE gate AS (
@@ -265,6 +269,7 @@ CELL_FEATURES_SQL = _SQL.format(per_visit=_PER_VISIT_RUNNING, scale=SCALE, raw=_
 FEW_CELLS_SQL = _SQL.format(per_visit=_PER_VISIT_KNOWN, scale=SCALE, raw=_LINEAGE_RAW, gate_from=_GATE_FROM_LINEAGE,
                             **_TEMPLATES)
 VISITS_SQL = _VISITS_SQL.format(raw=_LINEAGE_RAW, gate_from=_GATE_FROM_LINEAGE, **_TEMPLATES)
+WARM_VISITS_SQL = _VISITS_SQL.format(raw=_LINEAGE_RAW, gate_from=_GATE_FROM_GIVEN, **_TEMPLATES)
 SUMS_SQL = _SUMS_SQL
 SPAN_SQL = _SPAN_SQL.format(raw=_EVENTS, gate_from=_GATE_FROM_EVENTS, **_TEMPLATES)
 
@@ -297,24 +302,29 @@ class VisitCache:
         self.max_visits = max_visits
         self.limits: str | None = None
         self._sums: dict[tuple, tuple[int, int, int]] = {}
+        self._lock = threading.Lock()  # the scorer warms it from a second thread (warm_upstream)
         self.hits = 0
         self.misses = 0
+        #: Visit streams summed ahead by :func:`warm_upstream`.
+        self.warmed = 0
 
     def __len__(self) -> int:
         return len(self._sums)
 
     def check_limits(self, limits: str | None) -> None:
-        if limits != self.limits:
-            self._sums.clear()
-            self.limits = limits
+        with self._lock:
+            if limits != self.limits:
+                self._sums.clear()
+                self.limits = limits
 
     def get(self, key: tuple) -> tuple[int, int, int] | None:
         return self._sums.get(key)
 
     def put(self, key: tuple, sums: tuple[int, int, int]) -> None:
-        self._sums[key] = sums
-        while len(self._sums) > self.max_visits:  # oldest first: dicts keep insertion order
-            del self._sums[next(iter(self._sums))]
+        with self._lock:
+            self._sums[key] = sums
+            while len(self._sums) > self.max_visits:  # oldest first: dicts keep insertion order
+                del self._sums[next(iter(self._sums))]
 
 
 _KEY_SCHEMA = [("unit_id", pa.string()), ("at_station", pa.string()), ("entered_at", pa.timestamp("us", "UTC")),
@@ -360,6 +370,61 @@ def _few_cells(con: duckdb.DuckDBPyConnection, params: dict, cache: VisitCache |
         con.unregister("_cf_raw")
 
 
+def _visit_sums(con: duckdb.DuckDBPyConnection, todo: list[tuple], bad: int) -> dict[tuple, tuple[int, int, int]]:
+    """(samples, out of spec, summed offset) of each visit stream of ``todo`` (keys of VISIT_KEY), read
+    from ``readings`` over the span they cover and only at their stations."""
+    n_key = len(VISIT_KEY)
+    con.register("_cf_todo", pa.Table.from_pylist([dict(zip(VISIT_KEY, k, strict=True)) for k in todo],
+                                                  schema=pa.schema(_KEY_SCHEMA)))
+    try:
+        fresh = con.execute(SUMS_SQL, {"readings_from": min(k[2] for k in todo),
+                                       "readings_until": max(k[3] for k in todo), "bad": bad,
+                                       "stations": sorted({k[4] for k in todo})}).fetchall()
+    finally:
+        con.unregister("_cf_todo")
+    return {tuple(r[:n_key]): (int(r[n_key]), int(r[n_key + 1]), int(r[n_key + 2])) for r in fresh}
+
+
+def warm_upstream(con: duckdb.DuckDBPyConnection, units: list[str], at: datetime, cache: VisitCache) -> int:
+    """Sum the visits of ``units`` and of everything they consumed, as ended by ``at``, into ``cache``.
+
+    The live scorer calls it when a cell enters stacking: its electrode rolls (and their slurry
+    batches) are then finished, and their visits' sums are what the first cell of each roll would
+    otherwise read at the gate, minutes of every upstream station's readings on the critical path.
+    The same lineage scan, visits query and sums as :func:`cell_features`, with each unit standing
+    in for a cell whose gate is ``at``; a visit's sums do not depend on which cell asks (its key holds
+    the unit, the station and both instants), so a warmed sum is bit-identical to one summed at the
+    gate. The caller must know that the readings up to ``at`` have landed. Returns the visit streams
+    summed (those already cached are skipped).
+    """
+    units = sorted(set(units))
+    if not units:
+        return 0
+    until, n = _utc(at) + timedelta(microseconds=1), len(units)
+    params = {"since": until - timedelta(seconds=1), "until": until, "history_from": until - LOOKBACK,
+              "cells": units, "environment_stage": ENVIRONMENT_STAGE, "dry_room_stages": list(DRY_ROOM_STAGES)}
+    gate = pa.table({"unit_id": units, "site": pa.nulls(n, pa.string()), "line": pa.nulls(n, pa.string()),
+                     "ts": pa.array([_utc(at)] * n, pa.timestamp("us", "UTC")), "kind": ["leave"] * n,
+                     "stage": ["filling"] * n, "unit_type": ["cell"] * n})
+    con.register("_cf_raw", _lineage_events(con, params))
+    con.register("_cf_gate", gate)
+    try:
+        visits = con.execute(WARM_VISITS_SQL, {k: v for k, v in params.items() if k != "history_from"}).fetchall()
+    finally:
+        con.unregister("_cf_gate")
+        con.unregister("_cf_raw")
+    n_key = len(VISIT_KEY)
+    if not visits:
+        return 0
+    cache.check_limits(visits[0][n_key + 1])
+    todo = sorted({r[:n_key] for r in visits if cache.get(r[:n_key]) is None})
+    if todo:
+        for key, sums in _visit_sums(con, todo, QUALITY_CODES[Quality.BAD]).items():
+            cache.put(key, sums)
+        cache.warmed += len(todo)
+    return len(todo)
+
+
 def _few_cells_features(con: duckdb.DuckDBPyConnection, params: dict, history: dict,
                         cache: VisitCache | None) -> pa.Table:
     visits = con.execute(VISITS_SQL, history).fetchall()
@@ -379,18 +444,8 @@ def _few_cells_features(con: duckdb.DuckDBPyConnection, params: dict, history: d
         cache.hits += len(known)
         cache.misses += len(todo)
     if todo:
-        lo = min(k[2] for k in todo)
-        hi = max(k[3] for k in todo)
-        con.register("_cf_todo", pa.Table.from_pylist([dict(zip(VISIT_KEY, k, strict=True)) for k in todo],
-                                                      schema=pa.schema(_KEY_SCHEMA)))
-        try:
-            fresh = con.execute(SUMS_SQL, {"readings_from": lo, "readings_until": hi, "bad": params["bad"],
-                                           "stations": sorted({k[4] for k in todo})}).fetchall()
-        finally:
-            con.unregister("_cf_todo")
         own_units = {k for k, o in ((r[:n_key], r[n_key]) for r in visits) if o}
-        for r in fresh:
-            key, sums = tuple(r[:n_key]), (int(r[n_key]), int(r[n_key + 1]), int(r[n_key + 2]))
+        for key, sums in _visit_sums(con, todo, params["bad"]).items():
             known[key] = sums
             if cache is not None and key not in own_units:
                 cache.put(key, sums)

@@ -9,7 +9,14 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.transforms.warehouse.support import START, build_sim_warehouse
-from transforms.batch.cell_features import DIRECT_MAX_CELLS, DRY_ROOM_STAGES, SCALE, VisitCache, cell_features
+from transforms.batch.cell_features import (
+    DIRECT_MAX_CELLS,
+    DRY_ROOM_STAGES,
+    SCALE,
+    VisitCache,
+    cell_features,
+    warm_upstream,
+)
 from transforms.warehouse.reader import connect
 
 SINCE = START - timedelta(hours=1)
@@ -186,6 +193,35 @@ def test_cached_upstream_visits_give_the_same_rows(table, warehouse):
     assert got == rows
     assert cache.hits > cache.misses > 0  # upstream visits were summed once, then reused
     assert len(cache) > 0
+
+
+def test_upstream_visits_warmed_at_stacking_give_the_same_rows_and_leave_only_the_cells_own(table, warehouse):
+    """The scorer warms the cache when a cell enters stacking (its rolls are finished then): at the
+    gate the cell then reads only its own visits, and its row is still the day's, bit for bit."""
+    rows = sorted(table.to_pylist(), key=lambda r: (r["gate_ts"], r["cell_id"]))
+    rows = rows[len(rows) // 2:][:30]
+    con = connect(warehouse.db)
+    try:
+        stacking = con.execute(
+            "SELECT unit_id, min(ts), any_value(parent_ids) FROM production_events WHERE unit_type = 'cell' "
+            "AND kind = 'enter' AND stage = 'stacking' AND list_contains($cells, unit_id) GROUP BY unit_id",
+            {"cells": [r["cell_id"] for r in rows]}).fetchall()
+        assert len(stacking) == len(rows)
+        cache = VisitCache()
+        for _, at, parents in sorted(stacking, key=lambda x: x[1]):
+            warm_upstream(con, parents, at, cache)
+        assert cache.warmed > 0 and cache.hits == cache.misses == 0
+        assert warm_upstream(con, stacking[0][2], stacking[0][1], cache) == 0  # already warm: nothing read
+        got = [cell_features(con, SINCE, UNTIL, cells=[r["cell_id"]], cache=cache).to_pylist()[0] for r in rows]
+        cold = VisitCache()
+        for r in rows:
+            cell_features(con, SINCE, UNTIL, cells=[r["cell_id"]], cache=cold)
+    finally:
+        con.close()
+    assert got == rows
+    assert cache.hits > 0
+    assert cache.misses < cold.misses  # the upstream misses of each first cell of a roll are gone
+    assert warm_upstream(connect(warehouse.db), [], START, cache) == 0
 
 
 def test_the_cache_forgets_everything_when_a_limit_changes():
