@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import deque
@@ -473,25 +474,42 @@ class Warmer:
             self.thread.join(30)
             self.thread = None
 
-    def _loop(self) -> None:
-        from transforms.batch.cell_features import warm_upstream
+    def _connection(self, private: Path):
+        """A connection to a private copy of the catalog, renewed when the catalog is replaced.
+
+        Not the catalog itself: DuckDB's Python client hands a second ``connect`` of a path the
+        database instance already open for it, so the scorer reopening the catalog after a compaction
+        would get this thread's old instance back while this one is open, and read files the lake
+        collects two minutes later. A copy (the catalog is small; its views name the lake's files by
+        absolute path) is another path, so each thread has its own instance.
+        """
         from transforms.warehouse.reader import connect
 
-        try:
-            while (job := self.jobs.get()) is not None:
-                units, at = job
-                try:
-                    st = os.stat(self.scorer.db_path)
-                    if self._con is None or (st.st_ino, st.st_mtime_ns) != self._con_key:
-                        if self._con is not None:
-                            self._con.close()
-                        self._con = connect(self.scorer.db_path)
-                        self._con_key = (st.st_ino, st.st_mtime_ns)
-                    warm_upstream(self._con, units, at, self.scorer.visits)
-                except Exception as exc:  # noqa: BLE001 - warming is an optimisation: the gate sums what is missing
-                    self.failed += 1
-                    log.warning("scorer: could not warm the visits of %s (%s); the gate sums them", units, exc)
-        finally:
+        st = os.stat(self.scorer.db_path)
+        if self._con is None or (st.st_ino, st.st_mtime_ns) != self._con_key:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+            shutil.copyfile(self.scorer.db_path, private)
+            self._con = connect(private)
+            self._con_key = (st.st_ino, st.st_mtime_ns)
+        return self._con
+
+    def _loop(self) -> None:
+        import tempfile
+
+        from transforms.batch.cell_features import warm_upstream
+
+        with tempfile.TemporaryDirectory(prefix="gigapulse-scorer-warm-") as tmp:
+            try:
+                while (job := self.jobs.get()) is not None:
+                    units, at = job
+                    try:
+                        warm_upstream(self._connection(Path(tmp) / "catalog.duckdb"), units, at, self.scorer.visits)
+                    except Exception as exc:  # noqa: BLE001 - an optimisation: the gate sums what is missing
+                        self.failed += 1
+                        log.warning("scorer: could not warm the visits of %s (%s); the gate sums them", units, exc)
+            finally:
+                if self._con is not None:
+                    self._con.close()
+                    self._con = None

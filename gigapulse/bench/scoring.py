@@ -161,7 +161,11 @@ def scoring_once(bb: BenchBroker, opts: ScoringOptions) -> dict[str, Any]:
             while sim.poll() is None:
                 for name, proc in children.items():
                     if proc.poll() is not None:
-                        raise BenchError(f"{name} exited with code {proc.returncode}: "
+                        log.flush()
+                        opts.cache.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(data_dir / "children.log", opts.cache / "scoring-children.log")
+                        raise BenchError(f"{name} exited with code {proc.returncode} (the children's log: "
+                                         f"{opts.cache / 'scoring-children.log'}): "
                                          f"{(data_dir / 'children.log').read_text(errors='replace')[-800:]}")
                 bar.update(task, completed=min(int(time.monotonic() - t0), int(opts.minutes * 60)),
                            info=f"{len(seen.rows):,} cells scored and visible")

@@ -72,3 +72,35 @@ def test_the_scorer_follows_the_champion_without_a_restart(tmp_path):
     assert scorer._champion().version == first.version
     registry.set_champion(lake, second.version, by="test", reason="better")
     assert scorer._champion().version == second.version
+
+
+def _catalog(path, x: int) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute(f"CREATE VIEW v AS SELECT {x} AS x")
+    con.close()
+
+
+def test_the_warm_thread_never_holds_the_scorers_catalog_open(tmp_path):
+    """DuckDB hands a second connect of an open path the instance already open: were the warm thread
+    connected to the catalog itself, the scorer reopening it after a compaction would get the old
+    catalog back (and read files the lake collects later). The warm thread reads a private copy."""
+    from transforms.scorer import Warmer
+    from transforms.warehouse.reader import connect
+
+    db = tmp_path / "gigapulse.duckdb"
+    _catalog(db, 1)
+    scorer = Scorer("127.0.0.1:1", tmp_path / "lake", db, ScoreSettings())
+    warmer = Warmer(scorer)
+    private = tmp_path / "private.duckdb"
+    assert warmer._connection(private).execute("SELECT x FROM v").fetchall() == [(1,)]
+    _catalog(tmp_path / "next.duckdb", 2)
+    (tmp_path / "next.duckdb").replace(db)  # a compaction publishes a new catalog
+    con = connect(db)  # the scorer's reopen, while the warm thread's connection is open
+    try:
+        assert con.execute("SELECT x FROM v").fetchall() == [(2,)]
+    finally:
+        con.close()
+    assert warmer._connection(private).execute("SELECT x FROM v").fetchall() == [(2,)]  # renewed too
+    warmer._con.close()
