@@ -47,6 +47,10 @@ from transforms.settings import ScoreSettings
 
 log = logging.getLogger(__name__)
 
+#: Seconds the scorer goes on with a replaced catalog while the warm thread opens the new one; then it
+#: opens it itself. Far below the lake's grace period, so the old catalog's files are all still there.
+STALE_S = 10.0
+
 #: Published fields of a ``cell_risk`` row (the feature vector stays in the table).
 _MESSAGE_FIELDS = ("cell_id", "site", "line", "gate_ts", "score", "model_version", "drivers", "complete",
                    "n_features", "arrived_at", "scored_at", "src_partition", "src_offset")
@@ -115,6 +119,10 @@ class Scorer:
         self.model = None
         self._con = None
         self._con_key: tuple[int, int] | None = None
+        self._con_path: Path | None = None  # the private copy of the catalog it reads (with the warm thread)
+        self._stale_since: float | None = None  # when the catalog was found replaced, until the swap
+        self._preparing: tuple[int, int] | None = None  # the catalog the warm thread was asked to open
+        self._last_batch: tuple[datetime, datetime, list[str]] | None = None  # what a new catalog is warmed with
         self._new: list[GateCell] = []  # gate cells of the current poll, waiting for the readings' end offsets
         self._consumer = None
         self._producer = None
@@ -188,18 +196,49 @@ class Scorer:
     # ----------------------------------------------------------------- the lake side
 
     def _connection(self):
-        """A read-only warehouse connection, reopened when the catalog file is replaced (compaction)."""
+        """A read-only warehouse connection, renewed when the catalog file is replaced (compaction).
+
+        With the warm thread, the new catalog is opened and warmed there (:meth:`Warmer.prepare`):
+        a fresh connection reads every file's footer again, which made the first batch after each
+        compaction (every 10 s) up to 1.5 s slower. Until it is handed over, batches go on with the
+        old catalog, which stays exact while its files are kept (``GIGAPULSE_LAKE_GRACE_S``); after
+        :data:`STALE_S` the scorer opens the new one itself.
+        """
         from transforms.warehouse.reader import connect
 
         st = os.stat(self.db_path)
         key = (st.st_ino, st.st_mtime_ns)
-        if self._con is None or key != self._con_key:
-            if self._con is not None:
-                self._con.close()
-            self._con = connect(self.db_path)
-            self._con_key = key
-            self._reopened = True
+        if self._con is not None and key == self._con_key:
+            return self._con
+        if self._con is not None and self.warmer is not None and self.warmer.running:
+            ready = self.warmer.take_prepared(key)
+            if ready is not None:
+                self._swap(*ready, key)
+                return self._con
+            if self._stale_since is None:
+                self._stale_since = time.monotonic()
+            if self._preparing != key:  # asked once per catalog; again if it was replaced meanwhile
+                self._preparing = key
+                self.warmer.prepare(key, self._last_batch)
+            if time.monotonic() - self._stale_since < STALE_S:
+                return self._con
+        if self.warmer is not None and self.warmer.running:
+            con, path = self.warmer.open_private(key)
+            self._swap(con, path, key)
+        else:  # the old connection is closed first, or connect() would hand its instance back
+            self._swap(None, None, None)
+            self._swap(connect(self.db_path), None, key)
         return self._con
+
+    def _swap(self, con, path: Path | None, key: tuple[int, int]) -> None:
+        old, old_path = self._con, self._con_path
+        self._con, self._con_path, self._con_key = con, path, key
+        self._stale_since = None
+        self._reopened = True
+        if old is not None:
+            old.close()
+        if old_path is not None:
+            old_path.unlink(missing_ok=True)
 
     def _ready(self, cells: list[GateCell], now: float) -> list[tuple[GateCell, bool]]:
         """The cells of ``cells`` (one partition's queue, in order) that can be scored now, with
@@ -263,8 +302,10 @@ class Scorer:
 
         cells = [c for c, _ in ready]
         con = self._connection()
-        feats = cell_features(con, min(c.ts for c in cells), max(c.ts for c in cells) + timedelta(microseconds=1),
-                              cells=[c.cell_id for c in cells], cache=self.visits)
+        window = (min(c.ts for c in cells), max(c.ts for c in cells) + timedelta(microseconds=1),
+                  [c.cell_id for c in cells])
+        feats = cell_features(con, window[0], window[1], cells=window[2], cache=self.visits)
+        self._last_batch = window
         found = set(feats.column("cell_id").to_pylist())
         missing = [c for c in cells if c.cell_id not in found]
         if missing:  # the leave event never landed within max_wait_s: scored on no history
@@ -416,6 +457,7 @@ class Scorer:
                 self._producer.close()
             if self._con is not None:
                 self._con.close()
+                self._con = self._con_key = self._con_path = None
             if self._trace is not None:
                 self._trace.close()
                 self._trace = None
@@ -460,56 +502,110 @@ class Warmer:
         self.failed = 0
         self._con = None
         self._con_key: tuple[int, int] | None = None
+        self._tmp = None  # the private folder of catalog copies, while running
+        self._copies = 0
+        self._prepared: tuple[tuple[int, int], object, Path] | None = None
+        self._lock = threading.Lock()  # _prepared is set here and taken by the scorer's thread
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None
 
     def start(self) -> None:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="gigapulse-scorer-")
         self.thread = threading.Thread(target=self._loop, name="gigapulse-scorer-warm", daemon=True)
         self.thread.start()
 
     def submit(self, units: list[str], at: datetime) -> None:
-        self.jobs.put((units, at))
+        self.jobs.put(("warm", units, at))
+
+    def prepare(self, key: tuple[int, int], batch: tuple | None) -> None:
+        """Open the catalog ``key`` names and warm it with the scorer's last batch, for :meth:`take_prepared`."""
+        self.jobs.put(("open", key, batch))
+
+    def take_prepared(self, key: tuple[int, int]) -> tuple[object, Path] | None:
+        with self._lock:
+            got, self._prepared = self._prepared, None
+        if got is None:
+            return None
+        if got[0] != key:  # replaced again meanwhile: this one is already old
+            got[1].close()
+            got[2].unlink(missing_ok=True)
+            return None
+        return got[1], got[2]
 
     def stop(self) -> None:
         if self.thread is not None:
             self.jobs.put(None)
             self.thread.join(30)
             self.thread = None
+        with self._lock:
+            prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared[1].close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
-    def _connection(self, private: Path):
-        """A connection to a private copy of the catalog, renewed when the catalog is replaced.
+    def open_private(self, key: tuple[int, int]):
+        """A connection to a private copy of the current catalog: ``(connection, its path)``.
 
         Not the catalog itself: DuckDB's Python client hands a second ``connect`` of a path the
-        database instance already open for it, so the scorer reopening the catalog after a compaction
-        would get this thread's old instance back while this one is open, and read files the lake
-        collects two minutes later. A copy (the catalog is small; its views name the lake's files by
-        absolute path) is another path, so each thread has its own instance.
+        database instance already open for it, so a connection opened while another one to the same
+        path is open gets the old catalog back, and reads files the lake collects two minutes later.
+        A copy (the catalog is small; its views name the lake's files by absolute path) is another
+        path, so each connection has its own instance.
         """
         from transforms.warehouse.reader import connect
 
+        self._copies += 1
+        path = Path(self._tmp.name) / f"catalog-{self._copies}.duckdb"
+        shutil.copyfile(self.scorer.db_path, path)
+        return connect(path), path
+
+    def _connection(self):
+        """This thread's own connection, renewed when the catalog is replaced."""
         st = os.stat(self.scorer.db_path)
         if self._con is None or (st.st_ino, st.st_mtime_ns) != self._con_key:
             if self._con is not None:
-                self._con.close()
+                self._con[0].close()
+                self._con[1].unlink(missing_ok=True)
                 self._con = None
-            shutil.copyfile(self.scorer.db_path, private)
-            self._con = connect(private)
+            self._con = self.open_private((st.st_ino, st.st_mtime_ns))
             self._con_key = (st.st_ino, st.st_mtime_ns)
-        return self._con
+        return self._con[0]
+
+    def _open(self, key: tuple[int, int], batch: tuple | None) -> None:
+        from transforms.batch.cell_features import cell_features
+
+        st = os.stat(self.scorer.db_path)
+        if (st.st_ino, st.st_mtime_ns) != key:
+            key = (st.st_ino, st.st_mtime_ns)  # replaced again: prepare the newest
+        con, path = self.open_private(key)
+        if batch is not None:  # the footers the next batch reads: the same query on the same cells
+            cell_features(con, batch[0], batch[1], cells=batch[2], cache=self.scorer.visits)
+        with self._lock:
+            old, self._prepared = self._prepared, (key, con, path)
+        if old is not None:
+            old[1].close()
+            old[2].unlink(missing_ok=True)
 
     def _loop(self) -> None:
-        import tempfile
-
         from transforms.batch.cell_features import warm_upstream
 
-        with tempfile.TemporaryDirectory(prefix="gigapulse-scorer-warm-") as tmp:
-            try:
-                while (job := self.jobs.get()) is not None:
-                    units, at = job
-                    try:
-                        warm_upstream(self._connection(Path(tmp) / "catalog.duckdb"), units, at, self.scorer.visits)
-                    except Exception as exc:  # noqa: BLE001 - an optimisation: the gate sums what is missing
-                        self.failed += 1
-                        log.warning("scorer: could not warm the visits of %s (%s); the gate sums them", units, exc)
-            finally:
-                if self._con is not None:
-                    self._con.close()
-                    self._con = None
+        try:
+            while (job := self.jobs.get()) is not None:
+                try:
+                    if job[0] == "open":
+                        self._open(job[1], job[2])
+                    else:
+                        warm_upstream(self._connection(), job[1], job[2], self.scorer.visits)
+                except Exception as exc:  # noqa: BLE001 - an optimisation: the scorer does it itself
+                    self.failed += 1
+                    log.warning("scorer: warm thread: %s failed (%s); the scorer does without", job[0], exc)
+        finally:
+            if self._con is not None:
+                self._con[0].close()
+                self._con = None

@@ -82,25 +82,48 @@ def _catalog(path, x: int) -> None:
     con.close()
 
 
-def test_the_warm_thread_never_holds_the_scorers_catalog_open(tmp_path):
-    """DuckDB hands a second connect of an open path the instance already open: were the warm thread
-    connected to the catalog itself, the scorer reopening it after a compaction would get the old
-    catalog back (and read files the lake collects later). The warm thread reads a private copy."""
-    from transforms.scorer import Warmer
+def test_a_new_catalog_is_opened_by_the_warm_thread_and_handed_over(tmp_path):
+    """After a compaction the scorer goes on with the old catalog (still exact) while the warm thread
+    opens the new one; then it swaps. Each connection reads a private copy: DuckDB hands a second
+    connect of an open path the instance already open, which would be the old catalog."""
+    import time
+
     from transforms.warehouse.reader import connect
 
     db = tmp_path / "gigapulse.duckdb"
     _catalog(db, 1)
     scorer = Scorer("127.0.0.1:1", tmp_path / "lake", db, ScoreSettings())
-    warmer = Warmer(scorer)
-    private = tmp_path / "private.duckdb"
-    assert warmer._connection(private).execute("SELECT x FROM v").fetchall() == [(1,)]
-    _catalog(tmp_path / "next.duckdb", 2)
-    (tmp_path / "next.duckdb").replace(db)  # a compaction publishes a new catalog
-    con = connect(db)  # the scorer's reopen, while the warm thread's connection is open
+    scorer.warmer.start()
     try:
-        assert con.execute("SELECT x FROM v").fetchall() == [(2,)]
+        first = scorer._connection()
+        assert first.execute("SELECT x FROM v").fetchall() == [(1,)]
+        _catalog(tmp_path / "next.duckdb", 2)
+        (tmp_path / "next.duckdb").replace(db)  # a compaction publishes a new catalog
+        assert scorer._connection() is first  # not waited for: the old one is still exact
+        deadline = time.monotonic() + 20
+        while scorer._connection() is first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scorer._connection().execute("SELECT x FROM v").fetchall() == [(2,)]
+        con = connect(db)  # anyone else in the process opening the catalog gets the new one
+        try:
+            assert con.execute("SELECT x FROM v").fetchall() == [(2,)]
+        finally:
+            con.close()
+        private = scorer._con_path
+        assert private is not None and private.parent != db.parent
     finally:
-        con.close()
-    assert warmer._connection(private).execute("SELECT x FROM v").fetchall() == [(2,)]  # renewed too
-    warmer._con.close()
+        scorer._con.close()
+        scorer.warmer.stop()
+    assert not private.parent.exists()  # the copies go with the warm thread
+
+
+def test_without_the_warm_thread_the_scorer_reopens_the_catalog_itself(tmp_path):
+    db = tmp_path / "gigapulse.duckdb"
+    _catalog(db, 1)
+    scorer = Scorer("127.0.0.1:1", tmp_path / "lake", db, ScoreSettings(warm=False))
+    assert scorer.warmer is None
+    assert scorer._connection().execute("SELECT x FROM v").fetchall() == [(1,)]
+    _catalog(tmp_path / "next.duckdb", 2)
+    (tmp_path / "next.duckdb").replace(db)
+    assert scorer._connection().execute("SELECT x FROM v").fetchall() == [(2,)]
+    scorer._con.close()
