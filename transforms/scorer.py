@@ -133,6 +133,7 @@ class Scorer:
         self._warm_pending: deque[GateCell] = deque()  # warm jobs waiting for their history to land
         self.warmer: Warmer | None = Warmer(self) if settings.warm else None
         self._reopened = False  # the last batch opened a new catalog (for the trace)
+        self._said_no_catalog = False
         from transforms.batch.cell_features import VisitCache
 
         #: Sums of the upstream visits (rolls, batches) already read: each cell then reads its own.
@@ -249,7 +250,14 @@ class Scorer:
         sends a tick's frames before its events, so that covers the readings up to the gate; one that
         buffered its readings (an outage) sends them later, and the cell is scored without them.
         """
-        if not cells or not self.db_path.is_file():  # no catalog published yet: nothing can be read
+        if not cells:
+            return []
+        if not self.db_path.is_file():  # no catalog published yet: nothing can be read
+            if not self._said_no_catalog:
+                self._said_no_catalog = True
+                log.warning("scorer: no warehouse catalog at %s yet; cells at the gate wait until the stream "
+                            "has landed data and `gigapulse lake compact` (or `gigapulse warehouse`) has "
+                            "published one", self.db_path)
             return []
         events_done = {p: self._progress(self.events_topic, p) for p in {c.partition for c in cells}}
         readings_done: dict[int, tuple[int, float]] = {}

@@ -59,3 +59,4 @@ def test_without_the_warm_thread_the_scorer_reopens_the_catalog_itself(tmp_path)
     (tmp_path / "next.duckdb").replace(db)
     assert scorer._connection().execute("SELECT x FROM v").fetchall() == [(2,)]
     scorer._con.close()
+
