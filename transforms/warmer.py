@@ -11,6 +11,7 @@ Two kinds of job, both optimisations the scorer does without if the thread is of
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -46,7 +47,7 @@ class Warmer:
         self._con = None
         self._con_key: tuple[int, int] | None = None
         self._tmp = None  # the private folder of catalog copies, while running
-        self._copies = 0
+        self._names = itertools.count(1)  # next() is atomic: both threads name copies
         self._prepared: tuple[tuple[int, int], object, Path] | None = None
         self._lock = threading.Lock()  # _prepared is set here and taken by the scorer's thread
 
@@ -103,8 +104,7 @@ class Warmer:
         """
         from transforms.warehouse.reader import connect
 
-        self._copies += 1
-        path = Path(self._tmp.name) / f"catalog-{self._copies}.duckdb"
+        path = Path(self._tmp.name) / f"catalog-{next(self._names)}.duckdb"
         shutil.copyfile(self.scorer.db_path, path)
         return connect(path), path
 
