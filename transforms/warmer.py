@@ -128,7 +128,12 @@ class Warmer:
             key = (st.st_ino, st.st_mtime_ns)  # replaced again: prepare the newest
         con, path = self.open_private(key)
         if batch is not None:  # the footers the next batch reads: the same query on the same cells
-            cell_features(con, batch[0], batch[1], cells=batch[2], cache=self.scorer.visits)
+            try:
+                cell_features(con, batch[0], batch[1], cells=batch[2], cache=self.scorer.visits)
+            except BaseException:
+                con.close()
+                path.unlink(missing_ok=True)
+                raise
         with self._lock:
             old, self._prepared = self._prepared, (key, con, path)
         if old is not None:
