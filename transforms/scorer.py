@@ -43,7 +43,7 @@ from schemas.tables import CELL_RISK
 from transforms import checkpoint as ckpt
 from transforms.lake import LakeWriter
 from transforms.settings import ScoreSettings
-from transforms.warmer import Warmer
+from transforms.warmer import Warmer, catalog_key
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,7 @@ class Scorer:
         """
         from transforms.warehouse.reader import connect
 
-        st = os.stat(self.db_path)
-        key = (st.st_ino, st.st_mtime_ns)
+        key = catalog_key(self.db_path)
         if self._con is not None and key == self._con_key:
             return self._con
         if self._con is not None and self.warmer is not None and self.warmer.running:
@@ -280,8 +279,10 @@ class Scorer:
 
     def _progress(self, topic: str, partition: int) -> tuple[int, float]:
         """The partition's committed next offset, and when that checkpoint was written (epoch seconds,
-        for the trace: a later checkpoint may have replaced the one that first passed a cell)."""
+        for the trace only: a later checkpoint may have replaced the one that first passed a cell)."""
         done = ckpt.committed_next_offset(self.lake_root, topic, partition)
+        if self._trace is None:  # no extra stat per partition and check when nobody reads it
+            return done, 0.0
         try:
             return done, os.stat(ckpt.checkpoint_path(self.lake_root, topic, partition)).st_mtime
         except FileNotFoundError:

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("transforms.scorer")
 
 
+def catalog_key(db_path: Path) -> tuple[int, int]:
+    """Which catalog file ``db_path`` is now: a compaction publishes a new one by rename."""
+    st = os.stat(db_path)
+    return st.st_ino, st.st_mtime_ns
+
+
 class Warmer:
     """A second thread that sums upstream visits ahead of the gate (:func:`~transforms.batch.cell_features.warm_upstream`).
 
@@ -110,22 +116,20 @@ class Warmer:
 
     def _connection(self):
         """This thread's own connection, renewed when the catalog is replaced."""
-        st = os.stat(self.scorer.db_path)
-        if self._con is None or (st.st_ino, st.st_mtime_ns) != self._con_key:
+        key = catalog_key(self.scorer.db_path)
+        if self._con is None or key != self._con_key:
             if self._con is not None:
                 self._con[0].close()
                 self._con[1].unlink(missing_ok=True)
                 self._con = None
-            self._con = self.open_private((st.st_ino, st.st_mtime_ns))
-            self._con_key = (st.st_ino, st.st_mtime_ns)
+            self._con = self.open_private(key)
+            self._con_key = key
         return self._con[0]
 
     def _open(self, key: tuple[int, int], batch: tuple | None) -> None:
         from transforms.batch.cell_features import cell_features
 
-        st = os.stat(self.scorer.db_path)
-        if (st.st_ino, st.st_mtime_ns) != key:
-            key = (st.st_ino, st.st_mtime_ns)  # replaced again: prepare the newest
+        key = catalog_key(self.scorer.db_path)  # if replaced again meanwhile: prepare the newest
         con, path = self.open_private(key)
         if batch is not None:  # the footers the next batch reads: the same query on the same cells
             try:
